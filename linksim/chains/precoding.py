@@ -1,0 +1,66 @@
+"""Precoding chain: H at the centre subcarrier (or every subcarrier) -> precoder -> sum-rate."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..blocks.precoders import sum_rate
+from ..metrics import Mean
+from .base import Chain, Point
+
+
+def downlink(h: torch.Tensor, t: int, subcarriers: str) -> torch.Tensor:
+    """Downlink matrices ``[b*F', K, M]`` at time ``t`` from ``H [b, T, K, M, F]``:
+    the centre subcarrier (F' = 1) or all of them."""
+    ht = h[:, t]                                        # [b, K, M, F]
+    if subcarriers == "centre":
+        return ht[..., ht.shape[-1] // 2]
+    b, k, m, f = ht.shape
+    return ht.permute(0, 3, 1, 2).reshape(b * f, k, m)
+
+
+def rate_of(block, h_design, h_true, p_tx, noise_var) -> torch.Tensor:
+    """Sum-rate [bit/s/Hz] on ``h_true`` of the precoder designed on ``h_design``; bounds
+    (``is_bound``, e.g. dpc_bound) report their capacity on the true channel."""
+    if getattr(block, "is_bound", False):
+        return block.sum_rate(h_true, p_tx, noise_var)
+    w = block(h_design, p_tx, noise_var)
+    return sum_rate(h_true, w, noise_var)
+
+
+class PrecodingChain(Chain):
+    """Sum-rate from per-user SINR, averaged per drop (over subcarriers when ``subcarriers = "all"``)."""
+
+    task = "precoding"
+    kind = "precoder"
+    section = "precoding"
+    x_names = ("tx_power_dbw", "snr_db", "num_users", "speed_kmh")
+    default_x = "tx_power_dbw"
+
+    def current(self, x_name):
+        if x_name == "snr_db":
+            p = self.scenario.precoding
+            return p.tx_power_dbw - p.noise_power_dbw
+        return super().current(x_name)
+
+    def apply(self, x_name, x):
+        if x_name == "snr_db":  # SNR = P / sigma^2: move the noise, keep the power budget
+            p = self.scenario.precoding
+            return self.scenario.replace(precoding={"noise_power_dbw": p.tx_power_dbw - float(x)})
+        return super().apply(x_name, x)
+
+    def run_point(self, blocks, point: Point, progress=None):
+        cfg = point.scenario.precoding
+        batch = point.scenario.run.batch_size
+        p_tx, noise_var = 10 ** (cfg.tx_power_dbw / 10), 10 ** (cfg.noise_power_dbw / 10)
+        acc = {label: {"sum_rate": Mean()} for label in blocks}
+        for i in range(math.ceil(cfg.num_samples / batch)):
+            b = min(batch, cfg.num_samples - i * batch)
+            h = downlink(self.channels(point, i, b, cfg.num_users, 1), 0, cfg.subcarriers)
+            for label, block in blocks.items():
+                r = rate_of(block, h, h, p_tx, noise_var)
+                acc[label]["sum_rate"].update(r.reshape(b, -1).mean(1))
+            if progress:
+                progress(b)
+        return acc

@@ -1,0 +1,53 @@
+"""Export channel datasets to HDF5 (h5py), with the scenario and seed in the file's attributes."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import LinksimError
+from ..scenario import Scenario
+from .source import ChannelSource
+
+LAYOUT = "h[drop, time, user, bs_antenna, subcarrier] complex64; user k <-> BS antenna m gain"
+
+
+def export_dataset(scenario: Scenario, task: str, n: int, out: str | Path,
+                   speed_kmh: float | tuple[float, float] | None = None, seed: int | None = None,
+                   progress: bool = True) -> Path:
+    """Write ``n`` drops of the channels ``task`` uses to ``out`` (dataset ``h``), streamed in batches.
+
+    Prediction and loop get ``history + horizon`` time samples, precoding and detection one; K is
+    the task's ``num_users``. Written to a temporary file and renamed when complete.
+    """
+    import h5py
+    from tqdm.auto import tqdm
+
+    if n <= 0:
+        raise LinksimError(f"--n must be > 0, got {n}")
+    sections = {"prediction": "prediction", "loop": "precoding", "precoding": "precoding",
+                "detection": "detection"}
+    if task not in sections:
+        raise LinksimError(f"--task {task!r}: choose from {', '.join(sections)}")
+    k = getattr(scenario, sections[task]).num_users
+    t = scenario.prediction.history + scenario.prediction.horizon if task in ("prediction", "loop") else 1
+    src = ChannelSource(scenario, seed=seed)
+    out = Path(out)
+    if not out.parent.exists():
+        raise LinksimError(f"--out {out}: folder {out.parent} does not exist")
+    tmp = out.with_name(f".{out.name}.tmp")
+    m, f = scenario.channel.num_bs_antennas, scenario.channel.num_subcarriers
+    batch = scenario.run.batch_size
+    with h5py.File(tmp, "w") as h5, tqdm(total=n, unit="drop", disable=not progress) as bar:
+        ds = h5.create_dataset("h", shape=(n, t, k, m, f), dtype="complex64",
+                               chunks=(min(batch, n), t, k, m, f))
+        done = 0
+        for h in src.stream(n, batch, speed_kmh=speed_kmh, num_users=k, num_time=t):
+            ds[done:done + h.shape[0]] = h.numpy()
+            done += h.shape[0]
+            bar.update(h.shape[0])
+        h5.attrs.update({"scenario": scenario.source, "scenario_file": scenario.path,
+                         "scenario_hash": scenario.hash, "seed": src.seed, "task": task,
+                         "speed_kmh": str(speed_kmh if speed_kmh is not None else scenario.channel.speed_kmh),
+                         "sample_spacing_s": scenario.channel.sample_spacing_s, "layout": LAYOUT})
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,154 @@
+"""ChannelSource: time-evolving OFDM channels of K single-antenna users and one BS planar array.
+
+Output convention (all tasks): ``H`` complex64 ``[batch, time, users, bs_antennas, subcarriers]``,
+``H[b, t, k, m, f]`` = gain between user ``k`` and BS antenna ``m`` on subcarrier ``f`` at time ``t``.
+TDD reciprocity: the downlink matrix of a precoder is ``H[:, t, :, :, f]`` ``[b, K, M]``; the uplink
+matrix of a detector is its transpose ``[b, M, K]``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+
+from ..config import derive_seed, generator
+from ..errors import LinksimError
+from ..scenario import Scenario
+
+C_LIGHT = 299_792_458.0
+
+
+class ChannelSource:
+    """Draws batches of channels for a scenario; bit-identical for the same seed.
+
+    ``model = "uma"``: Sionna's 3GPP TR 38.901 UMa (NLOS by default, outdoor users, path loss and
+    shadowing off, then every user of every drop normalised to unit average gain per entry). History
+    and future come from one Sionna call, so only the Doppler phases evolve across time samples.
+
+    ``model = "rayleigh"``: i.i.d. CN(0, 1) entries; across time each entry follows Clarke's model
+    (sum of 32 sinusoids with uniform angles), so lag correlation is J0(2 pi f_D dt) in expectation.
+
+    :param scenario: validated :class:`~linksim.scenario.Scenario`
+    :param seed: base seed (defaults to ``scenario.run.seed``); batch ``i`` of :meth:`stream` and
+        :meth:`sample` calls without ``seed`` use ``derive_seed(seed, "batch", i)``
+    """
+
+    def __init__(self, scenario: Scenario, seed: int | None = None, device: str | None = None):
+        self.scenario = scenario
+        self.ch = scenario.channel
+        self.seed = scenario.run.seed if seed is None else int(seed)
+        self.device = device or scenario.run.device
+        self._count = 0
+        self._uma = None
+        self._freqs = None
+        self._topology_shape = None
+
+    # ------------------------------------------------------------------ public
+    def sample(self, batch: int, speed_kmh: float | tuple[float, float] | None = None,
+               num_users: int | None = None, num_time: int | None = None,
+               seed: int | None = None) -> torch.Tensor:
+        """One batch of channels.
+
+        :param batch: number of drops
+        :param speed_kmh: user speed [km/h]; a ``(low, high)`` pair draws each user's speed uniformly;
+            default ``scenario.channel.speed_kmh``. Directions are uniform in the horizontal plane.
+        :param num_users: K (default ``scenario.prediction.num_users``)
+        :param num_time: time samples spaced ``sample_spacing_s`` (default history + horizon)
+        :param seed: explicit seed for this batch (else the source's running counter)
+        :returns: ``H`` complex64 ``[batch, num_time, K, M, F]``
+        """
+        if batch <= 0:
+            raise LinksimError(f"batch must be > 0, got {batch}")
+        speed = self.ch.speed_kmh if speed_kmh is None else speed_kmh
+        lo, hi = (speed, speed) if isinstance(speed, (int, float)) else speed
+        if lo < 0 or hi < lo:
+            raise LinksimError(f"speed_kmh must be >= 0 (low <= high), got {speed_kmh!r}")
+        k = num_users or self.scenario.prediction.num_users
+        t = num_time or (self.scenario.prediction.history + self.scenario.prediction.horizon)
+        if seed is None:
+            seed = derive_seed(self.seed, "batch", self._count)
+            self._count += 1
+        if self.ch.model == "uma":
+            return self._uma_batch(batch, lo / 3.6, hi / 3.6, k, t, seed)
+        return self._rayleigh_batch(batch, lo / 3.6, hi / 3.6, k, t, seed)
+
+    def stream(self, num_samples: int, batch: int, **kwargs) -> Iterator[torch.Tensor]:
+        """Yield batches until ``num_samples`` drops have been produced (last batch may be smaller)."""
+        done = 0
+        while done < num_samples:
+            b = min(batch, num_samples - done)
+            yield self.sample(b, **kwargs)
+            done += b
+
+    @property
+    def max_doppler_hz(self) -> float:
+        """Doppler shift [Hz] at the scenario's default speed."""
+        return self.ch.speed_kmh / 3.6 * self.ch.carrier_hz / C_LIGHT
+
+    # ------------------------------------------------------------------ UMa
+    def _uma_model(self):
+        if self._uma is None:
+            from sionna.phy.channel import subcarrier_frequencies
+            from sionna.phy.channel.tr38901 import UMa, PanelArray
+
+            ch = self.ch
+            dual = ch.bs_polarization == "dual"
+            bs = PanelArray(num_rows_per_panel=ch.bs_rows, num_cols_per_panel=ch.bs_cols,
+                            polarization="dual" if dual else "single",
+                            polarization_type="cross" if dual else "V",
+                            antenna_pattern="38.901", carrier_frequency=ch.carrier_hz,
+                            device=self.device)
+            ut = PanelArray(num_rows_per_panel=1, num_cols_per_panel=1, polarization="single",
+                            polarization_type="V", antenna_pattern="omni",
+                            carrier_frequency=ch.carrier_hz, device=self.device)
+            self._uma = UMa(carrier_frequency=ch.carrier_hz, o2i_model="low", ut_array=ut,
+                            bs_array=bs, direction="uplink", enable_pathloss=False,
+                            enable_shadow_fading=False, device=self.device)
+            self._freqs = subcarrier_frequencies(ch.num_subcarriers, ch.subcarrier_spacing_hz,
+                                                 device=self.device)
+        return self._uma
+
+    def _uma_batch(self, b, v_lo, v_hi, k, t, seed):
+        import sionna.phy
+        from sionna.phy.channel import cir_to_ofdm_channel, gen_single_sector_topology
+
+        model = self._uma_model()
+        sionna.phy.config.seed = seed
+        topo = gen_single_sector_topology(b, k, "uma", indoor_probability=self.ch.indoor_probability,
+                                          min_ut_velocity=v_lo, max_ut_velocity=v_hi,
+                                          device=self.device)
+        if self._topology_shape not in (None, (b, k)):
+            model.reset_topology()  # Sionna freezes topology shapes after the first call
+        self._topology_shape = (b, k)
+        model.set_topology(*topo, los=self.ch.los)
+        a, tau = model(num_time_samples=t, sampling_frequency=1.0 / self.ch.sample_spacing_s)
+        h = cir_to_ofdm_channel(self._freqs, a, tau)      # [b, 1, M, K, 1, t, F]
+        h = h[:, 0, :, :, 0].permute(0, 3, 2, 1, 4)       # [b, t, K, M, F]
+        return _normalise_per_user(h).to(torch.complex64).contiguous()
+
+    # ------------------------------------------------------------------ Rayleigh
+    def _rayleigh_batch(self, b, v_lo, v_hi, k, t, seed):
+        g = generator(seed, self.device)
+        m, f = self.ch.num_bs_antennas, self.ch.num_subcarriers
+        shape = (b, k, m, f)
+        if t == 1:
+            z = torch.complex(torch.randn(shape, generator=g), torch.randn(shape, generator=g))
+            return (z / math.sqrt(2)).unsqueeze(1).to(torch.complex64)
+        n_sin = 32
+        speed = v_lo + (v_hi - v_lo) * torch.rand((b, k, 1, 1, 1), generator=g, dtype=torch.float64)
+        fd = speed * self.ch.carrier_hz / C_LIGHT                         # [b,k,1,1,1]
+        alpha = 2 * math.pi * torch.rand(shape + (n_sin,), generator=g, dtype=torch.float64)
+        phi = 2 * math.pi * torch.rand(shape + (n_sin,), generator=g, dtype=torch.float64)
+        times = torch.arange(t, dtype=torch.float64) * self.ch.sample_spacing_s
+        out = []
+        for tt in times:
+            ph = 2 * math.pi * fd * torch.cos(alpha) * tt + phi
+            out.append(torch.polar(torch.ones_like(ph), ph).sum(-1) / math.sqrt(n_sin))
+        return torch.stack(out, 1).to(torch.complex64)
+
+
+def _normalise_per_user(h: torch.Tensor) -> torch.Tensor:
+    """Scale each (drop, user) to unit mean |h|^2 over time, antennas and subcarriers."""
+    p = h.abs().square().mean(dim=(1, 3, 4), keepdim=True)
+    return h / p.clamp_min(1e-30).sqrt()

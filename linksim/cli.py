@@ -1,0 +1,139 @@
+"""Command line: ``linksim {sweep,plot,list,dataset,demo}``. Bad input: one line, exit code 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import LinksimError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        raise LinksimError(message)
+
+
+def _speed(text: str | None):
+    if text is None:
+        return None
+    try:
+        parts = [float(v) for v in text.split(":")]
+    except ValueError:
+        raise LinksimError(f"--speed-kmh {text!r}: expected V or LOW:HIGH in km/h") from None
+    if len(parts) not in (1, 2) or min(parts) < 0:
+        raise LinksimError(f"--speed-kmh {text!r}: expected V or LOW:HIGH, non-negative")
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def cmd_sweep(a):
+    from .plots import plot_dir
+    from .sweep import sweep
+
+    store = sweep(a.scenario, a.task, [b for b in a.blocks.split(",") if b], a.over, a.out,
+                  progress=not a.quiet)
+    print(f"{store.csv} ({len(store.rows)} rows)")
+    if a.plot:
+        for p in plot_dir(a.out):
+            print(p)
+
+
+def cmd_plot(a):
+    from .plots import plot_dir
+
+    for p in plot_dir(a.dir):
+        print(p)
+
+
+def cmd_list(a):
+    from . import blocks
+    from .chains import CHAINS, SWEEP_PARAMS
+
+    for kind in ("precoder", "detector", "predictor"):
+        print(f"{kind}s:")
+        for n in blocks.names(kind):
+            print(f"  {n:<12} {blocks.spec(n).doc}")
+    print("tasks: " + ", ".join(CHAINS) + "   (loop blocks: PREDICTOR+PRECODER, e.g. ar+wmmse)")
+    print("sweep parameters: " + ", ".join(SWEEP_PARAMS))
+    root = Path(a.scenarios)
+    print(f"scenarios ({root}):")
+    for p in sorted(root.glob("*.toml")):
+        print(f"  {p}")
+
+
+def cmd_dataset(a):
+    from .channel.dataset import export_dataset
+    from .scenario import load_scenario
+
+    out = export_dataset(load_scenario(a.scenario), a.task, a.n, a.out, speed_kmh=_speed(a.speed_kmh),
+                         seed=a.seed, progress=not a.quiet)
+    print(out)
+
+
+def cmd_demo(a):
+    from .demo import run_demo
+
+    for p in run_demo(a.scenario, a.out, progress=not a.quiet):
+        print(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="linksim", description="Link-level OFDM MU-MISO simulator (Sionna UMa, moving "
+                "users) with swappable precoders, detectors and channel predictors.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("sweep", help="run blocks of one task over a parameter grid (resumable)")
+    s.add_argument("scenario", help="scenario TOML file, e.g. scenarios/quick.toml")
+    s.add_argument("--task", required=True, choices=["prediction", "precoding", "detection", "loop"])
+    s.add_argument("--blocks", required=True, help="comma-separated block names, e.g. zf,rzf,wmmse")
+    s.add_argument("--over", help="NAME=START:STOP:STEP (STOP included) or NAME=V1,V2; NAME in "
+                   "snr_db, speed_kmh, tx_power_dbw, num_users")
+    s.add_argument("--out", required=True, help="output folder (results.csv, meta.json)")
+    s.add_argument("--plot", action="store_true", help="also draw the figures")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("plot", help="draw DIR/*.png and DIR/*.pdf from DIR/results.csv")
+    s.add_argument("dir")
+    s.set_defaults(func=cmd_plot)
+
+    s = sub.add_parser("list", help="registered blocks, tasks and scenarios")
+    s.add_argument("--scenarios", default="scenarios", help="folder of scenario files")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("dataset", help="export channels of a task to HDF5")
+    s.add_argument("scenario")
+    s.add_argument("--task", required=True, choices=["prediction", "precoding", "detection", "loop"])
+    s.add_argument("--n", type=int, required=True, help="number of drops")
+    s.add_argument("--out", required=True, help="output .h5 file")
+    s.add_argument("--speed-kmh", help="V or LOW:HIGH (uniform per user); default: the scenario's")
+    s.add_argument("--seed", type=int, help="default: the scenario's run.seed")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_dataset)
+
+    s = sub.add_parser("demo", help="the classical blocks on the quick scenario, with figures")
+    s.add_argument("--scenario", default="scenarios/quick.toml")
+    s.add_argument("--out", default="results/demo")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        args.func(args)
+    except LinksimError as e:
+        print(f"linksim: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # unreadable/unwritable paths
+        print(f"linksim: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("linksim: interrupted; finished points are saved, re-run the command to resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

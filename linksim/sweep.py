@@ -1,0 +1,146 @@
+"""Sweeps: run blocks of one task over a grid of one parameter, resumable, into a ResultsStore."""
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from . import blocks as registry
+from .chains import CHAINS, SWEEP_PARAMS, Chain, LoopBlock
+from .errors import LinksimError
+from .results import ResultsStore
+from .scenario import Scenario, load_scenario
+
+
+def parse_over(text: str | None) -> tuple[str | None, list[float] | None]:
+    """``NAME=START:STOP:STEP`` (STOP included), ``NAME=V1,V2,...`` or ``NAME=V``."""
+    if not text:
+        return None, None
+    if "=" not in text:
+        raise LinksimError(f"--over {text!r}: expected NAME=START:STOP:STEP")
+    name, spec = text.split("=", 1)
+    name = name.strip()
+    if name not in SWEEP_PARAMS:
+        raise LinksimError(f"--over {name!r}: unknown parameter (choose from {', '.join(SWEEP_PARAMS)})")
+    try:
+        if ":" in spec:
+            start, stop, step = (float(v) for v in spec.split(":"))
+            if step <= 0 or stop < start:
+                raise LinksimError(f"--over {text!r}: empty grid (need STEP > 0 and STOP >= START)")
+            values = list(np.round(np.arange(start, stop + step / 2, step), 10))
+        else:
+            values = [float(v) for v in spec.split(",")]
+    except ValueError:
+        raise LinksimError(f"--over {text!r}: values must be numbers (NAME=START:STOP:STEP)") from None
+    return name, [float(v) for v in values]
+
+
+def block_label(name: str) -> str:
+    """The ``block`` column: the name, or an agent's folder name."""
+    return "+".join(Path(p[6:]).name if p.startswith("agent:") else p for p in name.split("+"))
+
+
+def make_block(name: str, chain: Chain, scenario: Scenario):
+    """Instantiate a block for ``chain``; the kind must match the task."""
+    if chain.task == "loop":
+        parts = name.split("+")
+        if len(parts) != 2:
+            raise LinksimError(f"block {name!r}: --task loop takes PREDICTOR+PRECODER (e.g. ar+wmmse)")
+        return LoopBlock(_single(parts[0], "predictor", scenario), _single(parts[1], "precoder", scenario))
+    return _single(name, chain.kind, scenario)
+
+
+def _single(name: str, kind: str, scenario: Scenario):
+    if name.startswith("agent:"):
+        from .agents import load_agent  # noqa: WPS433 (agents arrive with the trained blocks)
+        return load_agent(name[6:], kind, scenario)
+    spec = registry.spec(name)
+    if spec.kind != kind:
+        raise LinksimError(f"block '{name}' is a {spec.kind}, this task needs a {kind}")
+    return registry.get(name, num_bits_per_symbol=scenario.detection.bits_per_symbol,
+                        horizon=scenario.prediction.horizon)
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("linksim", "torch", "sionna-no-rt", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def sweep(scenario: str | Path | Scenario, task: str, blocks: list[str], over: str | None,
+          out: str | Path, progress: bool = True) -> ResultsStore:
+    """Run ``blocks`` of ``task`` over the ``over`` grid; finished (block, point)s are skipped.
+
+    :returns: the store holding ``out/results.csv`` and ``out/meta.json``
+    """
+    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    if task not in CHAINS:
+        raise LinksimError(f"--task {task!r}: choose from {', '.join(CHAINS)}")
+    if not blocks:
+        raise LinksimError("--blocks: give at least one block name")
+    chain = CHAINS[task](sc)
+    x_name, values = parse_over(over)
+    points = [chain.point(x_name, v) for v in values] if values else [chain.point()]
+    built = {block_label(n): make_block(n, chain, sc) for n in blocks}
+    if len(built) != len(blocks):
+        raise LinksimError(f"--blocks: duplicate block names in {','.join(blocks)}")
+
+    store = ResultsStore(out)
+    meta = store.meta()
+    if meta and meta.get("scenario_hash") != sc.hash:
+        raise LinksimError(f"{store.meta_path}: holds results of another scenario "
+                           f"(hash {meta.get('scenario_hash')} != {sc.hash}); choose another --out")
+    t0 = time.time()
+    budgets = [chain.budget(p) for p in points]
+    bar = _bar(sum(budgets), f"{task} {len(blocks)} block(s)", progress)
+    for p, cum in zip(points, np.cumsum(budgets)):
+        todo = {lb: b for lb, b in built.items() if not store.done(task, lb, p.x_name, p.x)}
+        if todo:
+            bar.set_postfix_str(f"{p.x_name}={p.x:g}")
+            acc = chain.run_point(todo, p, progress=bar.update)
+            store.add([_row(task, lb, p, metric, a) for lb, ms in acc.items() for metric, a in ms.items()])
+        bar.n = int(cum)  # a point may stop early (enough errors) or be skipped (already done)
+        bar.refresh()
+    bar.close()
+    _update_meta(store, meta, sc, task, blocks, over, time.time() - t0)
+    return store
+
+
+def _row(task, label, point, metric, acc) -> dict:
+    value, lo, hi, n = acc.result()
+    return {"task": task, "block": label, "x_name": point.x_name, "x": point.x, "metric": metric,
+            "value": value, "ci_low": lo, "ci_high": hi, "n": n}
+
+
+def _bar(total, desc, enabled):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="drop", disable=not enabled, leave=False)
+
+
+def _update_meta(store, meta, sc, task, blocks, over, wall_s):
+    import torch
+    runs = meta.get("runs", [])
+    runs.append({"task": task, "blocks": blocks, "over": over, "wall_time_s": round(wall_s, 3),
+                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    store.write_meta({
+        "scenario_file": sc.path, "scenario_hash": sc.hash, "scenario": sc.source,
+        "seed": sc.run.seed, "device": sc.run.device, "torch_threads": torch.get_num_threads(),
+        "git_commit": _git_commit(), "versions": _versions(),
+        "wall_time_s": round(sum(r["wall_time_s"] for r in runs), 3), "runs": runs,
+    })
