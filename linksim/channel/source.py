@@ -64,8 +64,11 @@ class ChannelSource:
         lo, hi = (speed, speed) if isinstance(speed, (int, float)) else speed
         if lo < 0 or hi < lo:
             raise LinksimError(f"speed_kmh must be >= 0 (low <= high), got {speed_kmh!r}")
-        k = num_users or self.scenario.prediction.num_users
-        t = num_time or (self.scenario.prediction.history + self.scenario.prediction.horizon)
+        cp = self.scenario.prediction
+        k = cp.num_users if num_users is None else int(num_users)
+        t = cp.history + cp.horizon if num_time is None else int(num_time)
+        if k <= 0 or t <= 0:
+            raise LinksimError(f"num_users and num_time must be > 0, got {k} and {t}")
         if seed is None:
             seed = derive_seed(self.seed, "batch", self._count)
             self._count += 1
