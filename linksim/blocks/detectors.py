@@ -51,8 +51,11 @@ def _noise_vector(noise_var, b: int, device) -> torch.Tensor:
 
 
 def _noise_cov(nv: torch.Tensor, m: int) -> torch.Tensor:
-    """``nv [b]`` -> ``S = nv I_M`` complex64 ``[b, 1, M, M]`` (broadcasts over the T slots)."""
+    """``nv [b]`` -> ``S = nv I_M`` complex64 ``[b, 1, M, M]`` (broadcasts over the T slots), or one
+    shared ``[M, M]`` when every sample has the same noise variance (Sionna then whitens once)."""
     eye = torch.eye(m, dtype=torch.complex64, device=nv.device)
+    if bool((nv == nv[0]).all()):
+        return nv[0].to(torch.complex64) * eye
     return nv.to(torch.complex64)[:, None, None, None] * eye
 
 
