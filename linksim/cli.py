@@ -1,4 +1,4 @@
-"""Command line: ``linksim {sweep,plot,list,dataset,demo}``. Bad input: one line, exit code 2."""
+"""Command line: ``linksim {sweep,plot,list,dataset,train,demo,baselines}``. Bad input: one line, exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +46,7 @@ def cmd_plot(a):
 
 def cmd_list(a):
     from . import blocks
+    from .agents.spec import read_agent
     from .chains import CHAINS, SWEEP_PARAMS
 
     for kind in ("precoder", "detector", "predictor"):
@@ -58,6 +59,14 @@ def cmd_list(a):
     print(f"scenarios ({root}):")
     for p in sorted(root.glob("*.toml")):
         print(f"  {p}")
+    print(f"agents ({a.agents}, use as agent:PATH):")
+    for p in sorted(Path(a.agents).glob("*/agent.toml")):
+        try:
+            spec = read_agent(p.parent)
+            state = "trained" if spec.weights.is_file() else "not trained (linksim train)"
+            print(f"  agent:{p.parent}  {spec.kind}, {state}")
+        except LinksimError as e:
+            print(f"  agent:{p.parent}  unreadable: {e}")
 
 
 def cmd_dataset(a):
@@ -69,11 +78,20 @@ def cmd_dataset(a):
     print(out)
 
 
-def cmd_demo(a):
-    from .demo import run_demo
+def cmd_campaign(a):
+    from .campaigns import run_campaign
 
-    for p in run_demo(a.scenario, a.out, progress=not a.quiet):
+    for p in run_campaign(a.command, a.scenario, a.out, progress=not a.quiet):
         print(p)
+
+
+def cmd_train(a):
+    from .training import train_agent
+
+    for d in a.agent_dirs:
+        result = train_agent(d, steps=a.steps, resume=not a.restart, progress=not a.quiet)
+        shown = {k: v for k, v in result.items() if k.startswith("val_") or k in ("steps", "wall_time_s")}
+        print(f"{d}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("list", help="registered blocks, tasks and scenarios")
     s.add_argument("--scenarios", default="scenarios", help="folder of scenario files")
+    s.add_argument("--agents", default="agents", help="folder of agent folders")
     s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("dataset", help="export channels of a task to HDF5")
@@ -110,11 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_dataset)
 
-    s = sub.add_parser("demo", help="the classical blocks on the quick scenario, with figures")
-    s.add_argument("--scenario", default="scenarios/quick.toml")
-    s.add_argument("--out", default="results/demo")
+    s = sub.add_parser("train", help="train the agent(s) described by AGENT_DIR/agent.toml")
+    s.add_argument("agent_dirs", nargs="+", metavar="AGENT_DIR")
+    s.add_argument("--steps", type=int, help="override train.steps (e.g. a short trial)")
+    s.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     s.add_argument("--quiet", action="store_true")
-    s.set_defaults(func=cmd_demo)
+    s.set_defaults(func=cmd_train)
+
+    for name, helptext in (("demo", "the classical blocks on the quick scenario, with figures"),
+                           ("baselines", "classical and trained baselines (agents/), with figures")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--scenario", default="scenarios/quick.toml")
+        s.add_argument("--out", default=f"results/{name}")
+        s.add_argument("--quiet", action="store_true")
+        s.set_defaults(func=cmd_campaign)
     return p
 
 

@@ -1,0 +1,134 @@
+"""``agent.toml``: what an agent is (kind, task, scenario), how it is trained, what it measured.
+
+Layout::
+
+    [agent]
+    kind = "oampnet"                      # a registered model kind (agents.base.MODELS)
+    scenario = "scenarios/quick.toml"     # relative to the working directory or the agent folder
+    seed = 0
+    [model]                               # constructor options of the kind
+    num_layers = 10
+    [train]                               # recipe (see TrainSpec)
+    steps = 2000
+    ...
+    [result]                              # written by `linksim train`: dims, metrics, wall time
+
+Weights live beside it in ``model.safetensors``.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from ..errors import LinksimError
+
+WEIGHTS = "model.safetensors"
+
+
+@dataclass
+class TrainSpec:
+    """Training recipe. Ranges are ``[low, high]`` drawn uniformly per sample."""
+
+    steps: int = 1000
+    batch_size: int = 256
+    lr: float = 1e-3
+    lr_min: float = 1e-5          # cosine schedule from lr down to lr_min
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    pool_drops: int = 512         # channel drops generated once for training (cached in .cache/)
+    val_drops: int = 64           # drops of a separate seed for validation
+    snr_db: list = field(default_factory=lambda: [5.0, 25.0])        # detection / history SNR
+    speed_kmh: list = field(default_factory=lambda: [10.0, 100.0])   # user speeds (prediction)
+    tx_power_dbw: list = field(default_factory=lambda: [-10.0, 10.0])  # precoding power budget
+    label_steps: int = 0          # precoding: steps on WMMSE's (p, lambda) before the rate loss
+    val_every: int = 250
+    checkpoint_every: int = 250
+
+
+@dataclass
+class AgentSpec:
+    path: Path
+    kind: str
+    scenario: str
+    seed: int
+    model: dict
+    train: TrainSpec
+    result: dict
+
+    @property
+    def weights(self) -> Path:
+        return self.path / WEIGHTS
+
+    def scenario_path(self) -> Path:
+        """The scenario file: as written if it exists from the working directory, else relative
+        to the agent folder."""
+        p = Path(self.scenario)
+        if p.is_file() or p.is_absolute():
+            return p
+        alt = self.path / p
+        return alt if alt.is_file() else p
+
+
+def read_agent(path: str | Path) -> AgentSpec:
+    """Parse and check ``PATH/agent.toml`` (one-line errors naming the file and key)."""
+    folder = Path(path)
+    f = folder / "agent.toml"
+    if not f.is_file():
+        raise LinksimError(f"agent:{path}: no agent.toml in {folder}")
+    try:
+        data = tomllib.loads(f.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise LinksimError(f"{f}: not valid TOML ({e})") from None
+    unknown = set(data) - {"agent", "model", "train", "result"}
+    if unknown:
+        raise LinksimError(f"{f}: unknown table [{sorted(unknown)[0]}] (known: agent, model, train, result)")
+    agent = data.get("agent", {})
+    for key in ("kind", "scenario"):
+        if not isinstance(agent.get(key), str):
+            raise LinksimError(f"{f}: agent.{key} must be a string")
+    extra = set(agent) - {"kind", "scenario", "seed", "description"}
+    if extra:
+        raise LinksimError(f"{f}: unknown key 'agent.{sorted(extra)[0]}'")
+    names = {x.name: x for x in fields(TrainSpec)}
+    train = {}
+    for key, value in data.get("train", {}).items():
+        if key not in names:
+            raise LinksimError(f"{f}: unknown key 'train.{key}' (known: {', '.join(names)})")
+        default = getattr(TrainSpec(), key)
+        if isinstance(default, list):
+            ok = (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+                  and value[0] <= value[1])
+            if not ok:
+                raise LinksimError(f"{f}: train.{key} must be [low, high] numbers, got {value!r}")
+            value = [float(v) for v in value]
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not type(default):
+            raise LinksimError(f"{f}: train.{key}: expected {type(default).__name__}, got {value!r}")
+        if isinstance(value, (int, float)) and value < 0:
+            raise LinksimError(f"{f}: train.{key} = {value!r} must be >= 0")
+        train[key] = value
+    spec = TrainSpec(**train)
+    if spec.steps <= 0 or spec.batch_size <= 0 or spec.pool_drops <= 0 or spec.val_drops <= 0:
+        raise LinksimError(f"{f}: train.steps, batch_size, pool_drops and val_drops must be > 0")
+    seed = agent.get("seed", 0)
+    if not isinstance(seed, int) or seed < 0:
+        raise LinksimError(f"{f}: agent.seed must be an integer >= 0")
+    return AgentSpec(folder, agent["kind"], agent["scenario"], seed, dict(data.get("model", {})),
+                     spec, dict(data.get("result", {})))
+
+
+def write_result(spec: AgentSpec, result: dict) -> None:
+    """Replace the ``[result]`` table of agent.toml, keeping the rest (and its comments) as is."""
+    import tomlkit
+
+    from ..results import atomic_write
+
+    f = spec.path / "agent.toml"
+    doc = tomlkit.parse(f.read_text())
+    table = tomlkit.table()
+    for key, value in result.items():
+        table[key] = value
+    doc["result"] = table
+    atomic_write(f, tomlkit.dumps(doc))

@@ -1,0 +1,101 @@
+"""Training data: a channel pool drawn once from ChannelSource (cached as HDF5 in the agent's
+``.cache/``), turned into task samples; symbols, noise, SNRs and powers are drawn fresh per step.
+
+Every batch is a function of ``(seed, step)`` only (see :func:`linksim.config.derive_seed`), so a
+resumed run draws exactly the batches an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from ..agents.base import Dims
+from ..blocks import get as get_block
+from ..blocks.precoders import wmmse_p_lambda
+from ..blocks.qam import random_symbols
+from ..chains.base import complex_noise
+from ..config import derive_seed, generator
+from ..scenario import Scenario
+
+MAX_SERIES_ANTENNAS = 16   # prediction: antennas kept per user and drop (bounds the pool's memory)
+
+
+def channel_pool(sc: Scenario, task: str, n: int, seed: int, speed_kmh, cache: Path,
+                 progress: bool = True) -> torch.Tensor:
+    """``n`` drops ``[n, T, K, M, F]`` for ``task`` (T = L + P for prediction, else 1)."""
+    import h5py
+
+    from ..channel.dataset import export_dataset
+
+    speed = tuple(speed_kmh) if task == "prediction" else sc.channel.speed_kmh
+    name = f"{task}-{derive_seed(sc.hash, task, n, seed, speed):08x}.h5"
+    path = cache / name
+    if not path.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        export_dataset(sc, task, n, path, speed_kmh=speed, seed=seed, progress=progress)
+    with h5py.File(path) as f:
+        return torch.from_numpy(f["h"][:])
+
+
+def _uniform(lo_hi, n, gen) -> torch.Tensor:
+    lo, hi = lo_hi
+    return lo + (hi - lo) * torch.rand(n, generator=gen)
+
+
+class TaskData:
+    """Samples of one task from a channel pool. ``batch(size, seed)`` returns the dict described
+    in :mod:`linksim.agents.base`."""
+
+    def __init__(self, task: str, pool: torch.Tensor, dims: Dims, sc: Scenario, train, seed: int):
+        self.task, self.dims, self.sc, self.train = task, dims, sc, train
+        if task == "detection":       # [N*F, M, K] uplink matrices
+            b, _, k, m, f = pool.shape
+            self.samples = pool[:, 0].permute(0, 3, 2, 1).reshape(b * f, m, k).contiguous()
+        elif task == "precoding":     # [N*F, K, M] downlink matrices
+            b, _, k, m, f = pool.shape
+            self.samples = pool[:, 0].permute(0, 3, 1, 2).reshape(b * f, k, m).contiguous()
+        else:                         # [N*K*M', L+P, F] per-antenna series
+            g = generator(derive_seed(seed, "antennas"))
+            m = pool.shape[3]
+            keep = torch.randperm(m, generator=g)[:min(m, MAX_SERIES_ANTENNAS)]
+            s = pool[:, :, :, keep]                                  # [N, T, K, M', F]
+            self.samples = s.permute(0, 2, 3, 1, 4).reshape(-1, s.shape[1], s.shape[4]).contiguous()
+        self._wmmse = get_block("wmmse") if task == "precoding" else None
+
+    def __len__(self) -> int:
+        return self.samples.shape[0]
+
+    def batch(self, size: int, seed: int, stage: str = "labels") -> dict:
+        gen = generator(seed)
+        pick = torch.randint(0, len(self), (size,), generator=gen)
+        s = self.samples[pick]
+        if self.task == "detection":
+            nv = 10 ** (-_uniform(self.train.snr_db, size, gen) / 10)
+            idx, x = random_symbols((size, self.dims.num_users, self.dims.symbols_per_sample),
+                                    self.dims.bits_per_symbol, gen)
+            y = s @ x + complex_noise(x.shape[:1] + (s.shape[1], x.shape[2]), nv[:, None, None], gen)
+            return {"y": y, "h": s, "noise_var": nv, "x": x, "idx": idx}
+        if self.task == "precoding":
+            p_tx = 10 ** (_uniform(self.train.tx_power_dbw, size, gen) / 10)
+            nv = torch.full((size,), 10 ** (self.sc.precoding.noise_power_dbw / 10))
+            out = {"h": s, "p_tx": p_tx, "noise_var": nv, "stage": stage}
+            if stage == "labels":
+                with torch.no_grad():
+                    w = self._wmmse(s, p_tx, nv)
+                    p, lam = wmmse_p_lambda(s, w, nv, p_tx)
+                out.update(p_ref=p.float(), lam_ref=lam.float())
+            return out
+        L = self.dims.history
+        nv = 10 ** (-_uniform(self.train.snr_db, size, gen) / 10)
+        hist = s[:, :L] + complex_noise(s[:, :L].shape, nv[:, None, None], gen)
+        return {"hist": hist, "future": s[:, L:]}
+
+    def fixed_batches(self, size: int, count: int, seed: int) -> list[dict]:
+        """``count`` batches of a fixed seed (validation), labels included for precoding."""
+        return [self.batch(size, derive_seed(seed, "val", i), "labels") for i in range(count)]
+
+
+def num_val_batches(data: TaskData, batch: int) -> int:
+    return max(1, min(8, math.ceil(len(data) / batch)))

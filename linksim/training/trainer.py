@@ -1,0 +1,196 @@
+"""One training harness for every trained block: ``linksim train AGENT_DIR``.
+
+Hugging Face Accelerate runs the loop (CPU here; ``accelerate launch -m linksim.cli train DIR``
+spreads it over GPUs, each process drawing its own batches). Adam with a cosine schedule,
+gradient clipping, per-step metrics in ``train_log.csv``, validation on a pool of another seed,
+checkpoints (``checkpoint/``) to resume from, final weights in ``model.safetensors`` and the
+measured metrics in ``agent.toml [result]``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from ..agents.base import MODELS, Dims, build_model
+from ..agents.spec import read_agent, write_result
+from ..blocks import get as get_block
+from ..blocks.qam import hard_decision
+from ..config import derive_seed
+from ..errors import LinksimError
+from ..metrics import NMSE, ErrorRate, Mean
+from ..scenario import load_scenario
+from .data import TaskData, channel_pool, num_val_batches
+
+LOG_COLUMNS = ("step", "stage", "loss", "lr", "metric", "value")
+
+
+class _LossModule(torch.nn.Module):
+    """Routes ``training_loss`` through ``forward`` so DDP (multi-GPU) syncs gradients."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return self.model.training_loss(batch)
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def validate(model, task: str, batches: list[dict], dims: Dims) -> dict:
+    """Task metrics on fixed batches, with the classical reference beside them."""
+    model.eval()
+    out = {}
+    if task == "detection":
+        ser, ref, nm = ErrorRate(), ErrorRate(), NMSE()
+        lmmse = get_block("lmmse", num_bits_per_symbol=dims.bits_per_symbol)
+        for b in batches:
+            x_hat = model(b["y"], b["h"], b["noise_var"])
+            ser.update((hard_decision(x_hat, dims.bits_per_symbol)[0] != b["idx"]).sum(), b["idx"].numel())
+            x_ref = lmmse(b["y"], b["h"], b["noise_var"])
+            ref.update((hard_decision(x_ref, dims.bits_per_symbol)[0] != b["idx"]).sum(), b["idx"].numel())
+            nm.update((x_hat - b["x"]).abs().square().sum(), b["x"].abs().square().sum())
+        out = {"val_ser": ser.result()[0], "val_ser_lmmse": ref.result()[0], "val_nmse_db": nm.result()[0]}
+    elif task == "precoding":
+        from ..blocks.precoders import sum_rate
+        rate, ref = Mean(), Mean()
+        wmmse = get_block("wmmse")
+        for b in batches:
+            rate.update(sum_rate(b["h"], model(b["h"], b["p_tx"], b["noise_var"]), b["noise_var"]))
+            ref.update(sum_rate(b["h"], wmmse(b["h"], b["p_tx"], b["noise_var"]), b["noise_var"]))
+        out = {"val_sum_rate": rate.result()[0], "val_sum_rate_wmmse": ref.result()[0],
+               "val_rate_ratio": rate.result()[0] / ref.result()[0]}
+    else:
+        nm, ref = NMSE(), NMSE()
+        for b in batches:
+            hist = b["hist"][:, :, None, None, :]
+            fut = b["future"]
+            pred = model(hist)[:, :, 0, 0, :]
+            power = fut.abs().square().sum(dim=(1, 2))
+            nm.update((pred - fut).abs().square().sum(dim=(1, 2)), power)
+            ref.update((b["hist"][:, -1:] - fut).abs().square().sum(dim=(1, 2)), power)
+        out = {"val_nmse_db": nm.result()[0], "val_nmse_db_outdated": ref.result()[0]}
+    model.train()
+    return {k: round(float(v), 6) for k, v in out.items()}
+
+
+def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
+                progress: bool = True) -> dict:
+    """Train the agent in ``path`` per its agent.toml; returns the ``[result]`` table written."""
+    from accelerate import Accelerator
+    from safetensors.torch import save_model
+    from tqdm.auto import tqdm
+
+    spec = read_agent(path)
+    sc = load_scenario(spec.scenario_path())
+    from ..agents import models  # noqa: F401  (registers the kinds)
+    if spec.kind not in MODELS:
+        raise LinksimError(f"{spec.path / 'agent.toml'}: agent.kind = {spec.kind!r} is not a known kind "
+                           f"(known: {', '.join(sorted(MODELS))})")
+    task = MODELS[spec.kind][1]
+    dims = Dims.from_scenario(sc, task)
+    tr = spec.train
+    if steps is not None and steps <= 0:
+        raise LinksimError(f"--steps must be > 0, got {steps}")
+    total = steps or tr.steps
+
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(derive_seed(spec.seed, "init"))
+    model = build_model(spec.kind, dims, spec.model)
+    opt = torch.optim.Adam(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=tr.lr_min)
+    wrapped, opt, sched = acc.prepare(_LossModule(model), opt, sched)
+
+    cache = spec.path.parent / ".cache"   # shared by the agents of one folder (pools are keyed by content)
+    show = progress and acc.is_local_main_process
+    train_data = TaskData(task, channel_pool(sc, task, tr.pool_drops, derive_seed(spec.seed, "train"),
+                                             tr.speed_kmh, cache, show), dims, sc, tr, spec.seed)
+    val_data = TaskData(task, channel_pool(sc, task, tr.val_drops, derive_seed(spec.seed, "val"),
+                                           tr.speed_kmh, cache, show), dims, sc, tr, spec.seed + 1)
+    val = [_to(b, acc.device) for b in
+           val_data.fixed_batches(tr.batch_size, num_val_batches(val_data, tr.batch_size), spec.seed)]
+
+    ckpt, state_file, log_file = spec.path / "checkpoint", spec.path / "checkpoint" / "step.json", \
+        spec.path / "train_log.csv"
+    start, wall_before = 0, 0.0
+    if resume and state_file.is_file():
+        acc.load_state(str(ckpt))
+        st = json.loads(state_file.read_text())
+        start, wall_before = st["step"], st["wall_time_s"]
+    elif log_file.exists():
+        log_file.unlink()
+    t0 = time.time()
+    log_rows = []
+    bar = tqdm(total=total, initial=start, desc=f"train {spec.path.name}", unit="step", disable=not show)
+    metrics = {}
+    for step in range(start, total):
+        stage = "labels" if step < tr.label_steps else "rate"
+        batch = _to(train_data.batch(tr.batch_size, derive_seed(spec.seed, "step", step, acc.process_index),
+                                     stage), acc.device)
+        loss = wrapped(batch)
+        lv = loss.detach().item()
+        if not torch.isfinite(loss):
+            raise LinksimError(f"{spec.path}: loss is {lv} at step {step} (try a lower train.lr)")
+        opt.zero_grad()
+        acc.backward(loss)
+        if tr.grad_clip > 0:
+            acc.clip_grad_norm_(wrapped.parameters(), tr.grad_clip)
+        opt.step()
+        sched.step()
+        log_rows.append((step + 1, stage, f"{lv:.6g}", f"{sched.get_last_lr()[0]:.3g}", "", ""))
+        bar.update(1)
+        bar.set_postfix(loss=f"{lv:.4g}")
+        done = step + 1
+        if done % tr.val_every == 0 or done == total:
+            metrics = validate(acc.unwrap_model(wrapped).model, task, val, dims)
+            log_rows += [(done, stage, "", "", k, v) for k, v in metrics.items()]
+            bar.set_postfix(loss=f"{lv:.4g}", **{k[4:]: v for k, v in list(metrics.items())[:1]})
+        if done % tr.checkpoint_every == 0 or done == total:
+            _append_log(log_file, log_rows)
+            log_rows = []
+            if acc.is_main_process:
+                acc.save_state(str(ckpt))
+                state_file.write_text(json.dumps({"step": done, "wall_time_s": wall_before + time.time() - t0}))
+    bar.close()
+    _append_log(log_file, log_rows)
+    acc.wait_for_everyone()
+    net = acc.unwrap_model(wrapped).model
+    if not metrics:
+        metrics = validate(net, task, val, dims)
+    result = {
+        "task": task, "steps": total, "wall_time_s": round(wall_before + time.time() - t0, 1),
+        "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
+        "scenario_hash": sc.hash, "dims": dims.as_dict(), **metrics,
+        "trained_on": time.strftime("%Y-%m-%d"), "device": str(acc.device),
+        "versions": {k: _version(k) for k in ("linksim", "torch", "accelerate", "sionna-no-rt")}
+        | {"python": platform.python_version()},
+    }
+    if acc.is_main_process:
+        save_model(net, str(spec.weights))
+        write_result(spec, result)
+    return result
+
+
+def _version(pkg: str) -> str:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _append_log(path: Path, rows: list) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        if new:
+            w.writerow(LOG_COLUMNS)
+        w.writerows(rows)
