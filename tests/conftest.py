@@ -3,7 +3,10 @@ import torch
 
 from linksim.scenario import from_dict
 
-torch.set_num_threads(2)
+# One intra-op thread: the tensors in tests are small, and on a shared 2-core machine a second
+# OpenMP thread that is descheduled makes every op wait at a barrier (measured: up to ~2 s per
+# recurrent backward step with 2 threads under load, ~20 ms with 1).
+torch.set_num_threads(1)
 
 
 def tiny(**sections):

@@ -38,14 +38,6 @@ def _batch(g: torch.Generator, b: int, m: int, k: int, t: int, bits: int, snr_db
     return {"y": y, "h": h, "noise_var": nv, "x": x, "idx": idx}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tensors are small, and on a shared 2-core machine a second
-    thread that is descheduled makes every op wait a scheduler slice (measured: 8 ms per add)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 # --------------------------------------------------------------------------- numpy OAMP

@@ -23,14 +23,6 @@ TINY_HP = {"rnn": {"hidden": 64}, "lstm": {"hidden": 64}, "gru": {"hidden": 64},
            "transformer": {"d_model": 32, "dim_feedforward": 64, "num_layers": 2}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: with 2 OpenMP threads on a contended 2-core machine the recurrent
-    backward passes can stall ~2 s per step (spin-wait), with 1 thread they take ~20 ms."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _rayleigh(n, k=4, m=16, seed=0, gain_spread_db=0.0):

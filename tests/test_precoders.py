@@ -14,14 +14,6 @@ from scipy.special import digamma
 from linksim.blocks import precoders as pc
 from linksim.blocks import registry
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The blocks here run many tiny batched ops; with 2 OpenMP threads on a busy 2-core machine
-    each op can wait milliseconds at a barrier. One thread keeps this file fast; restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 LINEAR = ("zf", "rzf", "mrt", "wmmse")

@@ -1,7 +1,6 @@
 """Trained blocks stored as folders (``agent.toml`` + ``model.safetensors``), used as ``agent:PATH``."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 

@@ -44,6 +44,7 @@ class TrainSpec:
     label_steps: int = 0          # precoding: steps on WMMSE's (p, lambda) before the rate loss
     val_every: int = 250
     checkpoint_every: int = 250
+    dataset: str = ""             # an exported HDF5 (`linksim dataset`) to train on instead of a pool
 
 
 @dataclass

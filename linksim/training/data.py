@@ -39,6 +39,27 @@ def channel_pool(sc: Scenario, task: str, n: int, seed: int, speed_kmh, cache: P
         return torch.from_numpy(f["h"][:])
 
 
+def dataset_pool(path: str | Path, sc: Scenario, task: str) -> torch.Tensor:
+    """The channels of an exported dataset (``linksim dataset``), checked against ``sc`` and ``task``."""
+    import h5py
+
+    from ..errors import LinksimError
+
+    p = Path(path)
+    if not p.is_file():
+        raise LinksimError(f"train.dataset: file not found: {p}")
+    with h5py.File(p) as f:
+        if "h" not in f:
+            raise LinksimError(f"train.dataset: {p} has no dataset 'h' (export it with `linksim dataset`)")
+        if f.attrs.get("task") != task:
+            raise LinksimError(f"train.dataset: {p} holds {f.attrs.get('task')!r} channels, this agent "
+                               f"needs {task!r}")
+        if f.attrs.get("scenario_hash") != sc.hash:
+            raise LinksimError(f"train.dataset: {p} was exported from another scenario "
+                               f"(hash {f.attrs.get('scenario_hash')} != {sc.hash})")
+        return torch.from_numpy(f["h"][:])
+
+
 def _uniform(lo_hi, n, gen) -> torch.Tensor:
     lo, hi = lo_hi
     return lo + (hi - lo) * torch.rand(n, generator=gen)

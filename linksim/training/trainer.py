@@ -25,7 +25,7 @@ from ..config import derive_seed
 from ..errors import LinksimError
 from ..metrics import NMSE, ErrorRate, Mean
 from ..scenario import load_scenario
-from .data import TaskData, channel_pool, num_val_batches
+from .data import TaskData, channel_pool, dataset_pool, num_val_batches
 
 LOG_COLUMNS = ("step", "stage", "loss", "lr", "metric", "value")
 
@@ -112,8 +112,9 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
 
     cache = spec.path.parent / ".cache"   # shared by the agents of one folder (pools are keyed by content)
     show = progress and acc.is_local_main_process
-    train_data = TaskData(task, channel_pool(sc, task, tr.pool_drops, derive_seed(spec.seed, "train"),
-                                             tr.speed_kmh, cache, show), dims, sc, tr, spec.seed)
+    pool = (dataset_pool(tr.dataset, sc, task) if tr.dataset else
+            channel_pool(sc, task, tr.pool_drops, derive_seed(spec.seed, "train"), tr.speed_kmh, cache, show))
+    train_data = TaskData(task, pool, dims, sc, tr, spec.seed)
     val_data = TaskData(task, channel_pool(sc, task, tr.val_drops, derive_seed(spec.seed, "val"),
                                            tr.speed_kmh, cache, show), dims, sc, tr, spec.seed + 1)
     val = [_to(b, acc.device) for b in
@@ -155,13 +156,13 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
             log_rows += [(done, stage, "", "", k, v) for k, v in metrics.items()]
             bar.set_postfix(loss=f"{lv:.4g}", **{k[4:]: v for k, v in list(metrics.items())[:1]})
         if done % tr.checkpoint_every == 0 or done == total:
-            _append_log(log_file, log_rows)
-            log_rows = []
             if acc.is_main_process:
-                acc.save_state(str(ckpt))
+                _append_log(log_file, log_rows)
+            log_rows = []
+            acc.save_state(str(ckpt))          # every process: Accelerate writes from the main one
+            if acc.is_main_process:
                 state_file.write_text(json.dumps({"step": done, "wall_time_s": wall_before + time.time() - t0}))
     bar.close()
-    _append_log(log_file, log_rows)
     acc.wait_for_everyone()
     net = acc.unwrap_model(wrapped).model
     if not metrics:
