@@ -106,6 +106,12 @@ def sweep(scenario: str | Path | Scenario, task: str, blocks: list[str], over: s
     if meta and meta.get("scenario_hash") != sc.hash:
         raise LinksimError(f"{store.meta_path}: holds results of another scenario "
                            f"(hash {meta.get('scenario_hash')} != {sc.hash}); choose another --out")
+    weights = {lb: fingerprint(b) for lb, b in built.items() if fingerprint(b)}
+    for lb, fp in weights.items():
+        old = meta.get("weights", {}).get(lb)
+        if old and old != fp and any(r["block"] == lb for r in store.rows):
+            raise LinksimError(f"{out}: the results of '{lb}' come from other weights ({old}, now {fp}); "
+                               "choose another --out or delete that folder")
     t0 = time.time()
     budgets = [chain.budget(p) for p in points]
     bar = _bar(sum(budgets), f"{task} {len(blocks)} block(s)", progress)
@@ -118,7 +124,7 @@ def sweep(scenario: str | Path | Scenario, task: str, blocks: list[str], over: s
         bar.n = int(cum)  # a point may stop early (enough errors) or be skipped (already done)
         bar.refresh()
     bar.close()
-    _update_meta(store, meta, sc, task, blocks, over, time.time() - t0)
+    _update_meta(store, meta, sc, task, blocks, over, time.time() - t0, weights)
     return store
 
 
@@ -133,7 +139,14 @@ def _bar(total, desc, enabled):
     return tqdm(total=total, desc=desc, unit="drop", disable=not enabled, leave=False)
 
 
-def _update_meta(store, meta, sc, task, blocks, over, wall_s):
+def fingerprint(block) -> str:
+    """The weights' hash of an agent block (``a+b`` for loop pairs); empty for built-in blocks."""
+    if isinstance(block, LoopBlock):
+        return "+".join(filter(None, (fingerprint(block.predictor), fingerprint(block.precoder))))
+    return getattr(block, "fingerprint", "")
+
+
+def _update_meta(store, meta, sc, task, blocks, over, wall_s, weights):
     import torch
     runs = meta.get("runs", [])
     runs.append({"task": task, "blocks": blocks, "over": over, "wall_time_s": round(wall_s, 3),
@@ -143,4 +156,5 @@ def _update_meta(store, meta, sc, task, blocks, over, wall_s):
         "seed": sc.run.seed, "device": sc.run.device, "torch_threads": torch.get_num_threads(),
         "git_commit": _git_commit(), "versions": _versions(),
         "wall_time_s": round(sum(r["wall_time_s"] for r in runs), 3), "runs": runs,
+        "weights": meta.get("weights", {}) | weights,
     })

@@ -139,3 +139,14 @@ def test_trains_on_an_exported_dataset_and_checks_it(tmp_path, tiny_toml):
     (d / "agent.toml").write_text((d / "agent.toml").read_text().replace("det.h5", "pre.h5"))
     with pytest.raises(LinksimError, match="holds 'precoding' channels"):
         train_agent(d, progress=False, resume=False)
+
+
+def test_sweep_refuses_to_mix_results_of_retrained_agents(tmp_path, tiny_toml):
+    d = make_agent(tmp_path, tiny_toml, "dnn", steps=3)
+    train_agent(d, progress=False)
+    sc = linksim.load_scenario(tiny_toml())
+    sweep(sc, "detection", [f"agent:{d}"], "snr_db=10", tmp_path / "s", progress=False)
+    sweep(sc, "detection", [f"agent:{d}"], "snr_db=10", tmp_path / "s", progress=False)  # same weights: fine
+    train_agent(d, steps=4, resume=False, progress=False)
+    with pytest.raises(LinksimError, match="come from other weights"):
+        sweep(sc, "detection", [f"agent:{d}"], "snr_db=10", tmp_path / "s", progress=False)

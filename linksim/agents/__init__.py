@@ -1,6 +1,7 @@
 """Trained blocks stored as folders (``agent.toml`` + ``model.safetensors``), used as ``agent:PATH``."""
 from __future__ import annotations
 
+import hashlib
 
 import torch
 
@@ -19,10 +20,11 @@ _MUST_MATCH = {
 class AgentBlock(torch.nn.Module):
     """A trained model used as a block: inference only (no autograd), protocol of its task."""
 
-    def __init__(self, model: torch.nn.Module, name: str):
+    def __init__(self, model: torch.nn.Module, name: str, fingerprint: str = ""):
         super().__init__()
         self.model = model.eval()
         self.name = name
+        self.fingerprint = fingerprint   # SHA-256 (16 hex) of the weights file
 
     @torch.no_grad()
     def forward(self, *args):
@@ -59,7 +61,8 @@ def load_agent(path: str, kind: str, scenario) -> AgentBlock:
     except (RuntimeError, KeyError) as e:
         first = str(e).strip().splitlines()[0]
         raise LinksimError(f"agent:{path}: {spec.weights.name} does not fit kind {spec.kind!r} ({first})") from None
-    return AgentBlock(model, spec.path.name)
+    digest = hashlib.sha256(spec.weights.read_bytes()).hexdigest()[:16]
+    return AgentBlock(model, spec.path.name, digest)
 
 
 __all__ = ["AgentBlock", "Dims", "MODELS", "load_agent", "read_agent", "register_model"]
