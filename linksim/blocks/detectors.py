@@ -39,9 +39,10 @@ def _check_inputs(name: str, y: torch.Tensor, h: torch.Tensor) -> None:
                            f"got y {tuple(y.shape)} and h {tuple(h.shape)}")
 
 
-def _noise_vector(noise_var, b: int, device) -> torch.Tensor:
-    """``noise_var`` (float, 0-d or ``[b]``) as float32 ``[b]``, clamped away from 0."""
-    nv = torch.as_tensor(noise_var, dtype=torch.float32, device=device)
+def noise_vector(noise_var, b: int, device, dtype=torch.float32) -> torch.Tensor:
+    """``noise_var`` (float, 0-d or ``[b]``) as a real ``[b]`` tensor, clamped away from 0."""
+    nv = torch.as_tensor(noise_var, device=device)
+    nv = (nv.real if nv.is_complex() else nv).to(dtype)
     if nv.dim() == 0:
         nv = nv.expand(b)
     nv = nv.reshape(-1)
@@ -98,7 +99,7 @@ class _LinearDetector(torch.nn.Module):
     def forward(self, y: torch.Tensor, h: torch.Tensor, noise_var) -> torch.Tensor:
         _check_inputs(self.name, y, h)
         b, m, _ = y.shape
-        nv = _noise_vector(noise_var, b, y.device)
+        nv = noise_vector(noise_var, b, y.device)
         yt = y.to(torch.complex64).transpose(1, 2)            # [b, T, M]
         hb = h.to(torch.complex64).unsqueeze(1)               # [b, 1, M, K] (broadcast over T)
         x_hat, _ = self._equalise(yt, hb, _noise_cov(nv, m))   # [b, T, K]
@@ -182,7 +183,7 @@ class _SionnaHardDetector(torch.nn.Module):
         if m < k:
             raise LinksimError(f"{self.name}: needs at least as many receive antennas as users "
                                f"(M={m} < K={k})")
-        nv = _noise_vector(noise_var, b, y.device)
+        nv = noise_vector(noise_var, b, y.device)
         y = y.to(torch.complex64)
         h = h.to(torch.complex64)
         # Equivalent K x K problem (exact for ML / K-Best, much smaller for M >> K)

@@ -26,11 +26,10 @@ import math
 import torch
 from torch import nn
 
+from ...blocks.detectors import noise_vector
 from ...blocks.qam import constellation_points
 from ...errors import LinksimError
 from ..base import Dims, register_model
-
-_MIN_NOISE_VAR = 1e-10
 
 
 # --------------------------------------------------------------------------- helpers
@@ -43,17 +42,6 @@ def _check_inputs(name: str, y: torch.Tensor, h: torch.Tensor, m: int | None = N
         raise LinksimError(f"{name}: built for M={m}, K={k}, got h {tuple(h.shape)}")
 
 
-def _noise_vector(noise_var, b: int, device, dtype=torch.float32) -> torch.Tensor:
-    """``noise_var`` (float, 0-d or ``[b]``) as a real ``[b]`` tensor, clamped away from 0."""
-    nv = torch.as_tensor(noise_var, device=device)
-    nv = nv.real if nv.is_complex() else nv
-    nv = nv.to(dtype)
-    if nv.dim() == 0:
-        nv = nv.expand(b)
-    nv = nv.reshape(-1)
-    if nv.numel() != b:
-        raise LinksimError(f"noise_var must be a float or have shape [{b}], got {tuple(nv.shape)}")
-    return nv.clamp_min(_MIN_NOISE_VAR)
 
 
 def _pam_levels(num_bits_per_symbol: int) -> torch.Tensor:
@@ -309,7 +297,7 @@ class OAMPNet(nn.Module):
         cdt = torch.complex128 if self.precision == "float64" else torch.complex64
         y = y.to(cdt)
         h = h.to(cdt)
-        s2 = _noise_vector(noise_var, b, y.device, rdt)[:, None]             # [b,1]
+        s2 = noise_vector(noise_var, b, y.device, rdt)[:, None]             # [b,1]
         k = self.k
         gram = h.mH @ h                                                       # [b,K,K]
         lam, vec = torch.linalg.eigh(gram)                                    # [b,K], [b,K,K]
