@@ -192,6 +192,11 @@ def test_predictor_loss_at_init_is_outdated_normalised_mse():
     r2 = np.mean(np.abs(hn) ** 2, axis=(1, 2))
     ref = np.mean(np.abs(fn - hn[:, -1:]) ** 2 / r2[:, None, None])
     assert loss == pytest.approx(ref, rel=1e-4)
+    # log_nmse: mean over samples of ln(per-sample NMSE) of the same outdated prediction
+    m = build_model("gru", TINY, {"hidden": 16, "num_layers": 1, "loss": "log_nmse"})
+    loss = m.training_loss({"hist": hist, "future": fut}).item()
+    nmse = np.sum(np.abs(fn - hn[:, -1:]) ** 2, axis=(1, 2)) / np.sum(np.abs(fn) ** 2, axis=(1, 2))
+    assert loss == pytest.approx(np.mean(np.log(nmse + 1e-6)), rel=1e-4, abs=1e-5)
 
 
 # ------------------------------------------------------------------------------------ training

@@ -64,8 +64,11 @@ class SeriesPredictor(nn.Module):
     initialisation is the normalised MSE of outdated CSI.
     """
 
-    def __init__(self, dims: Dims, residual: bool = True):
+    def __init__(self, dims: Dims, residual: bool = True, loss: str = "mse"):
         super().__init__()
+        if loss not in ("mse", "log_nmse"):
+            raise LinksimError(f"{self.kind}: loss must be 'mse' or 'log_nmse', got {loss!r}")
+        self.loss = loss
         self.num_subcarriers = int(dims.num_subcarriers)
         self.history = int(dims.history)
         self.horizon = int(dims.horizon)
@@ -123,7 +126,9 @@ class SeriesPredictor(nn.Module):
 
     # ---------------------------------------------------------------------------------- training
     def training_loss(self, batch: dict) -> torch.Tensor:
-        """History-normalised MSE of the ``P`` predicted steps (see the class docstring)."""
+        """History-normalised MSE of the ``P`` predicted steps (see the class docstring), or with
+        ``loss = "log_nmse"`` the mean over samples of ln(NMSE_i): every sample counts alike in dB,
+        so slow users (small errors) are not drowned by fast ones as they are under a plain MSE."""
         hist, fut = batch["hist"], batch["future"]
         self._check(hist)
         if fut.shape != (hist.shape[0], self.horizon, self.num_subcarriers):
@@ -134,6 +139,9 @@ class SeriesPredictor(nn.Module):
         corr = self._correction(xn)
         pred = xn[:, -1:] + corr if self.residual else corr
         tgt = _as_real(fut.to(x.device)) / rms
+        if self.loss == "log_nmse":
+            err = (pred - tgt).square().sum(dim=(1, 2)) / tgt.square().sum(dim=(1, 2)).clamp_min(1e-12)
+            return torch.log(err + 1e-6).mean()
         return torch.sum((pred - tgt) ** 2) / (tgt.numel() // 2)
 
 
@@ -144,8 +152,8 @@ class _RecurrentPredictor(SeriesPredictor):
     cell = nn.RNN
 
     def __init__(self, dims: Dims, hidden: int = 128, num_layers: int = 4, dropout: float = 0.0,
-                 residual: bool = True):
-        super().__init__(dims, residual)
+                 residual: bool = True, loss: str = "mse"):
+        super().__init__(dims, residual, loss)
         if int(hidden) < 1 or int(num_layers) < 1:
             raise LinksimError(f"{self.kind}: hidden and num_layers must be >= 1")
         self.inp = nn.Linear(self.in_dim, int(hidden))
@@ -206,8 +214,9 @@ class TransformerPredictor(SeriesPredictor):
     fixed_history = True
 
     def __init__(self, dims: Dims, d_model: int = 64, nhead: int = 4, num_layers: int = 3,
-                 dim_feedforward: int = 256, dropout: float = 0.0, residual: bool = True):
-        super().__init__(dims, residual)
+                 dim_feedforward: int = 256, dropout: float = 0.0, residual: bool = True,
+                 loss: str = "mse"):
+        super().__init__(dims, residual, loss)
         d_model, nhead = int(d_model), int(nhead)
         if d_model < 1 or nhead < 1 or d_model % nhead:
             raise LinksimError(f"transformer: d_model ({d_model}) must be a positive multiple "
