@@ -10,7 +10,8 @@ from scipy import special
 
 import linksim
 from linksim.blocks import registry
-from linksim.blocks.predictors import ARPredictor, OutdatedPredictor, nmse_db
+from linksim.blocks.predictors import ARPredictor, OutdatedPredictor
+from linksim.metrics import nmse_db
 from linksim.errors import LinksimError
 from linksim.scenario import from_dict
 

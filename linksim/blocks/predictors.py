@@ -15,7 +15,6 @@ antennas, subcarriers).
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -198,11 +197,4 @@ class GeniePredictor(torch.nn.Module):
                            "must feed the genie the true future channel (check `is_genie`)")
 
 
-def nmse_db(h_hat: torch.Tensor, h: torch.Tensor) -> float:
-    """NMSE in dB as a ratio of sums: ``10 log10(sum |h_hat - h|^2 / sum |h|^2)``."""
-    err = (h_hat - h).abs().square().sum().item()
-    ref = h.abs().square().sum().item()
-    return 10 * math.log10(max(err, 1e-300) / max(ref, 1e-300))
-
-
-__all__ = ["OutdatedPredictor", "ARPredictor", "GeniePredictor", "nmse_db"]
+__all__ = ["OutdatedPredictor", "ARPredictor", "GeniePredictor"]

@@ -84,11 +84,6 @@ class ChannelSource:
             yield self.sample(b, **kwargs)
             done += b
 
-    @property
-    def max_doppler_hz(self) -> float:
-        """Doppler shift [Hz] at the scenario's default speed."""
-        return self.ch.speed_kmh / 3.6 * self.ch.carrier_hz / C_LIGHT
-
     # ------------------------------------------------------------------ UMa
     def _uma_model(self):
         if self._uma is None:
