@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean bench
+.PHONY: demo test setup clean bench agents baselines
 
 setup: $(STAMP)
 
@@ -26,6 +26,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# retrain the shipped agents (about 50 min on one core), then redraw results/baselines/
+agents: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/linksim train agents/*/
+
+baselines: $(STAMP)
+	$(BIN)/linksim baselines --out results/baselines
 
 clean:
 	rm -rf $(VENV) .pytest_cache
