@@ -1,4 +1,4 @@
 """The training harness shared by every trained block (and later the LLM agent)."""
-from .trainer import train_agent, validate
+from .trainer import task_metrics, train_agent, validate
 
-__all__ = ["train_agent", "validate"]
+__all__ = ["task_metrics", "train_agent", "validate"]

@@ -45,41 +45,48 @@ def _to(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+REFERENCE = {"detection": "lmmse", "precoding": "wmmse", "prediction": "outdated"}
+
+
 @torch.no_grad()
-def validate(model, task: str, batches: list[dict], dims: Dims) -> dict:
-    """Task metrics on fixed batches, with the classical reference beside them."""
-    model.eval()
-    out = {}
+def task_metrics(block, task: str, batches: list[dict], dims: Dims) -> dict:
+    """Validation metrics of any block of ``task`` (trained or classical) on fixed batches."""
     if task == "detection":
-        ser, ref, nm = ErrorRate(), ErrorRate(), NMSE()
-        lmmse = get_block("lmmse", num_bits_per_symbol=dims.bits_per_symbol)
+        ser, nm = ErrorRate(), NMSE()
         for b in batches:
-            x_hat = model(b["y"], b["h"], b["noise_var"])
+            x_hat = block(b["y"], b["h"], b["noise_var"])
             ser.update((hard_decision(x_hat, dims.bits_per_symbol)[0] != b["idx"]).sum(), b["idx"].numel())
-            x_ref = lmmse(b["y"], b["h"], b["noise_var"])
-            ref.update((hard_decision(x_ref, dims.bits_per_symbol)[0] != b["idx"]).sum(), b["idx"].numel())
             nm.update((x_hat - b["x"]).abs().square().sum(), b["x"].abs().square().sum())
-        out = {"val_ser": ser.result()[0], "val_ser_lmmse": ref.result()[0], "val_nmse_db": nm.result()[0]}
-    elif task == "precoding":
+        return {"val_ser": ser.result()[0], "val_nmse_db": nm.result()[0]}
+    if task == "precoding":
         from ..blocks.precoders import sum_rate
-        rate, ref = Mean(), Mean()
-        wmmse = get_block("wmmse")
+        rate = Mean()
         for b in batches:
-            rate.update(sum_rate(b["h"], model(b["h"], b["p_tx"], b["noise_var"]), b["noise_var"]))
-            ref.update(sum_rate(b["h"], wmmse(b["h"], b["p_tx"], b["noise_var"]), b["noise_var"]))
-        out = {"val_sum_rate": rate.result()[0], "val_sum_rate_wmmse": ref.result()[0],
-               "val_rate_ratio": rate.result()[0] / ref.result()[0]}
-    else:
-        nm, ref = NMSE(), NMSE()
-        for b in batches:
-            hist = b["hist"][:, :, None, None, :]
-            fut = b["future"]
-            pred = model(hist)[:, :, 0, 0, :]
-            power = fut.abs().square().sum(dim=(1, 2))
-            nm.update((pred - fut).abs().square().sum(dim=(1, 2)), power)
-            ref.update((b["hist"][:, -1:] - fut).abs().square().sum(dim=(1, 2)), power)
-        out = {"val_nmse_db": nm.result()[0], "val_nmse_db_outdated": ref.result()[0]}
+            rate.update(sum_rate(b["h"], block(b["h"], b["p_tx"], b["noise_var"]), b["noise_var"]))
+        return {"val_sum_rate": rate.result()[0]}
+    nm = NMSE()
+    for b in batches:
+        fut = b["future"]
+        pred = block(b["hist"][:, :, None, None, :])[:, :, 0, 0, :]
+        nm.update((pred - fut).abs().square().sum(dim=(1, 2)), fut.abs().square().sum(dim=(1, 2)))
+    return {"val_nmse_db": nm.result()[0]}
+
+
+def reference_metrics(task: str, batches: list[dict], dims: Dims) -> dict:
+    """The classical reference's metrics on the validation batches (computed once per run)."""
+    name = REFERENCE[task]
+    block = get_block(name, num_bits_per_symbol=dims.bits_per_symbol, horizon=dims.horizon)
+    first = next(iter(task_metrics(block, task, batches, dims).items()))
+    return {f"{first[0]}_{name}": first[1]}
+
+
+def validate(model, task: str, batches: list[dict], dims: Dims, reference: dict) -> dict:
+    """The model's validation metrics with the classical reference beside them."""
+    model.eval()
+    out = task_metrics(model, task, batches, dims) | reference
     model.train()
+    if task == "precoding":
+        out["val_rate_ratio"] = out["val_sum_rate"] / out["val_sum_rate_wmmse"]
     return {k: round(float(v), 6) for k, v in out.items()}
 
 
@@ -119,6 +126,7 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
                                            tr.speed_kmh, cache, show), dims, sc, tr, spec.seed + 1)
     val = [_to(b, acc.device) for b in
            val_data.fixed_batches(tr.batch_size, num_val_batches(val_data, tr.batch_size), spec.seed)]
+    reference = reference_metrics(task, val, dims)
 
     ckpt, state_file, log_file = spec.path / "checkpoint", spec.path / "checkpoint" / "step.json", \
         spec.path / "train_log.csv"
@@ -152,7 +160,7 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
         bar.set_postfix(loss=f"{lv:.4g}")
         done = step + 1
         if done % tr.val_every == 0 or done == total:
-            metrics = validate(acc.unwrap_model(wrapped).model, task, val, dims)
+            metrics = validate(acc.unwrap_model(wrapped).model, task, val, dims, reference)
             log_rows += [(done, stage, "", "", k, v) for k, v in metrics.items()]
             bar.set_postfix(loss=f"{lv:.4g}", **{k[4:]: v for k, v in list(metrics.items())[:1]})
         if done % tr.checkpoint_every == 0 or done == total:
@@ -166,7 +174,7 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     acc.wait_for_everyone()
     net = acc.unwrap_model(wrapped).model
     if not metrics:
-        metrics = validate(net, task, val, dims)
+        metrics = validate(net, task, val, dims, reference)
     result = {
         "task": task, "steps": total, "wall_time_s": round(wall_before + time.time() - t0, 1),
         "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
