@@ -5,13 +5,19 @@ Public API::
     import linksim
     sc = linksim.load_scenario("scenarios/quick.toml")
     H = linksim.ChannelSource(sc, seed=0).sample(8)      # complex64 [8, 20, 4, 16, 48]
-    w = linksim.blocks.get("wmmse")(H[:, 0, :, :, 24], 1.0, 0.1)   # [8, 16, 4]
+    wmmse = linksim.blocks.get("wmmse", kind="precoder", scenario=sc)
+    w = wmmse(H[:, 0, :, :, 24], 1.0, 0.1)               # complex64 [8, 16, 4]
+
+``linksim.config`` holds the default seed, device and precision of blocks built without a
+scenario (as ``sionna.phy.config``).
 """
-from . import blocks
+from . import blocks  # first: it imports the block modules, then the agents that use them
+from . import agents, registry
 from .channel import ChannelSource
-from .config import Config
+from .config import Config, config
 from .errors import LinksimError
 from .scenario import Scenario, load_scenario
 
-__all__ = ["ChannelSource", "Config", "LinksimError", "Scenario", "blocks", "load_scenario"]
+__all__ = ["ChannelSource", "Config", "LinksimError", "Scenario", "agents", "blocks", "config",
+           "load_scenario", "registry"]
 __version__ = "0.1.0"

@@ -48,11 +48,18 @@ def cmd_list(a):
     from . import blocks
     from .agents.spec import read_agent
     from .chains import CHAINS, SWEEP_PARAMS
+    from .registry import ARCHS, BLOCK_KINDS, REFERENCE
 
-    for kind in ("precoder", "detector", "predictor"):
+    for kind in BLOCK_KINDS:
         print(f"{kind}s:")
         for n in blocks.names(kind):
             print(f"  {n:<12} {blocks.spec(n).doc}")
+    print("reference blocks (limit curves; they see the truth):")
+    for n in blocks.names(REFERENCE):
+        print(f"  {n:<12} [{blocks.spec(n).serves}] {blocks.spec(n).doc}")
+    print("agent architectures (agent.toml arch = ...; trained with `linksim train`):")
+    for n, arch in sorted(ARCHS.items()):
+        print(f"  {n:<12} [{', '.join(arch.tasks)}] {arch.doc}")
     print("tasks: " + ", ".join(CHAINS) + "   (loop blocks: PREDICTOR+PRECODER, e.g. ar+wmmse)")
     print("sweep parameters: " + ", ".join(SWEEP_PARAMS))
     root = Path(a.scenarios)
@@ -64,7 +71,8 @@ def cmd_list(a):
         try:
             spec = read_agent(p.parent)
             state = "trained" if spec.weights.is_file() else "not trained (linksim train)"
-            print(f"  agent:{p.parent}  {spec.kind}, {state}")
+            tasks = ", ".join(spec.tasks) or "every task of its arch"
+            print(f"  agent:{p.parent}  {spec.arch} ({tasks}), {state}")
         except LinksimError as e:
             print(f"  agent:{p.parent}  unreadable: {e}")
 

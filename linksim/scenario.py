@@ -95,7 +95,8 @@ class Detection:
 class Run:
     seed: int = _f(0, _nonneg, "must be >= 0")
     batch_size: int = _f(32, _pos, "must be > 0")
-    device: str = _f("cpu")
+    device: str = _f("cpu", why="torch device: cpu, cuda, cuda:1, ...")
+    precision: str = _f("single", choices=("single", "double"))
 
 
 @dataclass

@@ -45,24 +45,14 @@ def block_label(name: str) -> str:
 
 
 def make_block(name: str, chain: Chain, scenario: Scenario):
-    """Instantiate a block for ``chain``; the kind must match the task."""
+    """Instantiate a block for ``chain`` (:func:`linksim.blocks.get` checks the kind)."""
     if chain.task == "loop":
         parts = name.split("+")
         if len(parts) != 2:
             raise LinksimError(f"block {name!r}: --task loop takes PREDICTOR+PRECODER (e.g. ar+wmmse)")
-        return LoopBlock(_single(parts[0], "predictor", scenario), _single(parts[1], "precoder", scenario))
-    return _single(name, chain.kind, scenario)
-
-
-def _single(name: str, kind: str, scenario: Scenario):
-    if name.startswith("agent:"):
-        from .agents import load_agent  # noqa: WPS433 (agents arrive with the trained blocks)
-        return load_agent(name[6:], kind, scenario)
-    spec = registry.spec(name)
-    if spec.kind != kind:
-        raise LinksimError(f"block '{name}' is a {spec.kind}, this task needs a {kind}")
-    return registry.get(name, num_bits_per_symbol=scenario.detection.bits_per_symbol,
-                        horizon=scenario.prediction.horizon)
+        return LoopBlock(registry.get(parts[0], "predictor", scenario),
+                         registry.get(parts[1], "precoder", scenario))
+    return registry.get(name, chain.kind, scenario)
 
 
 def _versions() -> dict:

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from linksim.agents.base import MODELS, Dims, build_model
+from linksim.agents.base import Dims, build_model
+from linksim.registry import ARCHS
 from linksim.agents.models.detectors import DetNet, DNNDetector, OAMPNet
-from linksim.blocks import registry
+from linksim import blocks as registry
 from linksim.blocks.qam import hard_decision, random_symbols
 
 
@@ -115,7 +116,7 @@ def test_training_loss_falls(kind):
     else:
         bits, steps = 2, 60                                                 # measured ratio ~0.3-0.5
         model = build_model(kind, _dims(m, k, bits, t), {})
-    assert model.task == "detection" and model.kind == kind
+    assert model.tasks == ("detection",) and model.arch == kind
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(steps):
@@ -144,7 +145,7 @@ def test_detnet_mse_loss_and_oampnet_all_layers_loss_train():
 # --------------------------------------------------------------------------- protocol
 @pytest.mark.parametrize("kind", ["detnet", "oampnet", "dnn"])
 def test_forward_follows_detector_protocol(kind):
-    assert MODELS[kind][1] == "detection"
+    assert ARCHS[kind].tasks == ("detection",)
     m, k, b, t = 8, 2, 3, 5
     model = build_model(kind, _dims(m, k), {}).eval()
     bt = _batch(torch.Generator().manual_seed(3), b, m, k, t, 4, (0.0, 20.0))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from linksim.agents.base import MODELS, Dims, build_model
+from linksim.agents.base import Dims, build_model
+from linksim.registry import ARCHS
 from linksim.blocks import get
 from linksim.blocks.precoders import structured_beamformer, sum_rate, wmmse_p_lambda
 from linksim.errors import LinksimError
@@ -80,9 +81,9 @@ def _train(model, batch, steps, lr):
 def test_registered_kinds_and_bad_options():
     import linksim.agents.models  # noqa: F401
 
-    assert MODELS["cnn"][1] == "precoding"
+    assert ARCHS["cnn"].tasks == ("precoding",)
     for kind in PRED_KINDS:
-        assert MODELS[kind][1] == "prediction"
+        assert ARCHS[kind].tasks == ("prediction",)
     with pytest.raises(LinksimError, match="bad \\[model\\] options"):
         build_model("lstm", DIMS, {"hiden": 3})
     with pytest.raises(LinksimError, match="features"):

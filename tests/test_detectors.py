@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import integrate, special, stats
 
-from linksim.blocks import registry
+from linksim import blocks as registry
 from linksim.blocks.detectors import (KBestDetector, LMMSEDetector, MFDetector, MLDetector,
                                       ZFDetector, hard_decision, random_symbols, symbols_to_bits)
 from linksim.errors import LinksimError

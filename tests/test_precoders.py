@@ -12,7 +12,7 @@ import torch
 from scipy.special import digamma
 
 from linksim.blocks import precoders as pc
-from linksim.blocks import registry
+from linksim import blocks as registry
 
 
 
@@ -49,10 +49,12 @@ def np_sum_rate(h, w, s2):
 # ---------------------------------------------------------------------------------------------
 
 def test_registered_as_precoders():
-    for name in LINEAR + ("dpc_bound",):
-        s = registry._REGISTRY[name]
+    for name in LINEAR:
+        s = registry.spec(name)
         assert s.kind == "precoder" and s.doc
-    assert isinstance(registry._REGISTRY["wmmse"].factory(max_iter=3, tol=1e-2), pc.WMMSE)
+    s = registry.spec("dpc_bound")
+    assert s.kind == "reference" and s.serves == "precoder" and s.doc
+    assert isinstance(registry.spec("wmmse").factory(max_iter=3, tol=1e-2), pc.WMMSE)
 
 
 @pytest.mark.parametrize("name", LINEAR)
@@ -261,11 +263,11 @@ def test_structured_beamformer_is_differentiable():
 # ---------------------------------------------------------------------------------------------
 # DPC bound
 
-def test_dpc_is_a_bound_not_a_precoder():
-    blk = pc.DPCBound()
-    assert getattr(blk, "is_bound", False)
-    with pytest.raises(NotImplementedError, match="sum_rate"):
-        blk(rayleigh(2, 2, 2, 0), 1.0, 0.1)
+def test_dpc_is_a_reference_returning_the_capacity():
+    blk = registry.get("dpc_bound", kind="precoder")
+    assert blk.kind == "reference" and blk.serves == "precoder"
+    h = rayleigh(2, 2, 2, 0)
+    torch.testing.assert_close(blk(h, 1.0, 0.1), pc.DPCBound().sum_rate(h, 1.0, 0.1))
 
 
 @pytest.mark.parametrize("k,m", [(4, 8), (4, 4), (3, 16)])

@@ -9,7 +9,7 @@ import torch
 from scipy import special
 
 import linksim
-from linksim.blocks import registry
+from linksim import blocks as registry
 from linksim.blocks.predictors import ARPredictor, OutdatedPredictor
 from linksim.metrics import nmse_db
 from linksim.errors import LinksimError
@@ -41,16 +41,20 @@ def _exponentials(seed, b=8, k=3, m=4, f=6, n_t=20, comps=3, nu=(0.02, 0.08)):
 
 
 def test_registered_names_kinds_and_genie():
-    assert {"outdated", "ar", "genie"} <= set(registry.names("predictor"))
-    for name in ("outdated", "ar", "genie"):
+    assert {"outdated", "ar"} <= set(registry.names("predictor"))
+    assert registry.spec("genie").kind == "reference" and registry.spec("genie").serves == "predictor"
+    for name in ("outdated", "ar"):
         assert registry.spec(name).kind == "predictor"
         assert registry.get(name, horizon=3, num_bits_per_symbol=4).horizon == 3
-    gen = registry.get("genie", horizon=3)
-    assert gen.is_genie is True and gen.horizon == 3
-    with pytest.raises(LinksimError, match="genie.*true future"):
-        gen(torch.zeros(1, 16, 2, 4, 8, dtype=torch.complex64))
-    assert not getattr(OutdatedPredictor(), "is_genie", False)
-    assert not getattr(ARPredictor(), "is_genie", False)
+    gen = registry.get("genie", kind="predictor", horizon=3)
+    assert gen.kind == "reference" and gen.horizon == 3
+    fut = torch.randn(1, 3, 2, 4, 8, dtype=torch.complex64)
+    assert torch.equal(gen(torch.zeros(1, 16, 2, 4, 8, dtype=torch.complex64), fut), fut)
+    with pytest.raises(LinksimError, match="genie.*3 future"):
+        gen(torch.zeros(1, 16, 2, 4, 8, dtype=torch.complex64), fut[:, :2])
+    assert OutdatedPredictor.kind == ARPredictor.kind == "predictor"
+    with pytest.raises(LinksimError, match="genie.*reference for predictors.*needs a detector"):
+        registry.get("genie", kind="detector")
 
 
 def test_outdated_repeats_last_sample():

@@ -13,7 +13,7 @@ from linksim.training import train_agent
 from linksim.training.trainer import _LossModule
 
 TOML = """[agent]
-kind = "{kind}"
+arch = "{kind}"
 scenario = "{scenario}"
 seed = 3
 
@@ -55,7 +55,7 @@ def test_detector_loss_falls_and_metrics_recorded(tmp_path, tiny_toml):
     assert len(losses) == 30 and sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5
     assert 0 <= result["val_ser"] <= 1 and result["dims"]["num_bs_antennas"] == 8
     text = (d / "agent.toml").read_text()
-    assert "[result]" in text and "val_ser" in text and 'kind = "oampnet"' in text
+    assert "[result]" in text and "val_ser" in text and 'arch = "oampnet"' in text
 
 
 def test_save_load_identical_outputs_and_sweep_label(tmp_path, tiny_toml):
@@ -106,7 +106,7 @@ def test_incompatible_or_untrained_agents_are_refused(tmp_path, tiny_toml):
     train_agent(d, progress=False)
     with pytest.raises(LinksimError, match=r"num_bs_antennas=8 \(scenario: 16\)"):
         load_agent(str(d), "detector", linksim.load_scenario("scenarios/quick.toml"))
-    with pytest.raises(LinksimError, match="is a detector"):
+    with pytest.raises(LinksimError, match="trained for detection; this chain needs a precoder"):
         load_agent(str(d), "precoder", sc)
     bad = tmp_path / "bad"
     shutil.copytree(d, bad)
@@ -116,7 +116,7 @@ def test_incompatible_or_untrained_agents_are_refused(tmp_path, tiny_toml):
     other = tmp_path / "other"
     shutil.copytree(d, other)
     (other / "agent.toml").write_text((other / "agent.toml").read_text().replace('"detnet"', '"oampnet"', 1))
-    with pytest.raises(LinksimError, match="does not fit kind 'oampnet'"):
+    with pytest.raises(LinksimError, match="cannot be loaded as 'oampnet'"):
         load_agent(str(other), "detector", sc)
 
 

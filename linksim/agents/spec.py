@@ -1,12 +1,15 @@
-"""``agent.toml``: what an agent is (kind, task, scenario), how it is trained, what it measured.
+"""``agent.toml``: what an agent is (architecture, tasks, scenario), how it is trained, what it
+measured.
 
 Layout::
 
     [agent]
-    kind = "oampnet"                      # a registered model kind (agents.base.MODELS)
+    arch = "oampnet"                      # a registered architecture (`linksim list`)
+    tasks = ["detection"]                 # optional: the tasks it is trained for (default: all
+                                          # the architecture serves)
     scenario = "scenarios/quick.toml"     # relative to the working directory or the agent folder
     seed = 0
-    [model]                               # constructor options of the kind
+    [model]                               # constructor options of the architecture
     num_layers = 10
     [train]                               # recipe (see TrainSpec)
     steps = 2000
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..errors import LinksimError
+from ..registry import TASK_KIND
 
 WEIGHTS = "model.safetensors"
 
@@ -50,7 +54,8 @@ class TrainSpec:
 @dataclass
 class AgentSpec:
     path: Path
-    kind: str
+    arch: str
+    tasks: tuple[str, ...]
     scenario: str
     seed: int
     model: dict
@@ -85,10 +90,17 @@ def read_agent(path: str | Path) -> AgentSpec:
     if unknown:
         raise LinksimError(f"{f}: unknown table [{sorted(unknown)[0]}] (known: agent, model, train, result)")
     agent = data.get("agent", {})
-    for key in ("kind", "scenario"):
+    if "kind" in agent:
+        raise LinksimError(f"{f}: agent.kind was renamed agent.arch (the architecture; kind means a "
+                           "block kind)")
+    for key in ("arch", "scenario"):
         if not isinstance(agent.get(key), str):
             raise LinksimError(f"{f}: agent.{key} must be a string")
-    extra = set(agent) - {"kind", "scenario", "seed", "description"}
+    tasks = agent.get("tasks", [])
+    if not isinstance(tasks, list) or not all(t in TASK_KIND for t in tasks) or len(set(tasks)) != len(tasks):
+        raise LinksimError(f"{f}: agent.tasks must be a list of distinct tasks from {list(TASK_KIND)}, "
+                           f"got {tasks!r}")
+    extra = set(agent) - {"arch", "tasks", "scenario", "seed", "description"}
     if extra:
         raise LinksimError(f"{f}: unknown key 'agent.{sorted(extra)[0]}'")
     names = {x.name: x for x in fields(TrainSpec)}
@@ -116,7 +128,7 @@ def read_agent(path: str | Path) -> AgentSpec:
     seed = agent.get("seed", 0)
     if not isinstance(seed, int) or seed < 0:
         raise LinksimError(f"{f}: agent.seed must be an integer >= 0")
-    return AgentSpec(folder, agent["kind"], agent["scenario"], seed, dict(data.get("model", {})),
+    return AgentSpec(folder, agent["arch"], tuple(tasks), agent["scenario"], seed, dict(data.get("model", {})),
                      spec, dict(data.get("result", {})))
 
 

@@ -1,4 +1,70 @@
-"""Swappable blocks (precoders, detectors, predictors) behind one registry: ``get(name)``."""
-from .registry import BlockSpec, get, names, register, spec
+"""Swappable blocks (precoders, detectors, predictors, reference curves) behind one function.
 
-__all__ = ["BlockSpec", "get", "names", "register", "spec"]
+``get(name, kind=..., scenario=...)`` turns a name into a block: a registered short name
+(``zf``, ``lmmse``, ``ar``, ``dpc_bound``, ...; :mod:`linksim.registry`) or ``agent:PATH`` (a
+trained agent folder, usable as any kind it was trained for). Importing this package imports the
+built-in block modules once, which register themselves.
+
+Example::
+
+    import linksim
+    sc = linksim.load_scenario("scenarios/quick.toml")
+    H = linksim.ChannelSource(sc, seed=0).sample(8, num_users=4, num_time=1)   # [8,1,4,16,48]
+    wmmse = linksim.blocks.get("wmmse", kind="precoder", scenario=sc)
+    w = wmmse(H[:, 0, :, :, 24], 1.0, 0.1)                                      # [8,16,4] complex64
+    det = linksim.blocks.get("agent:agents/oampnet", kind="detector", scenario=sc)
+"""
+from __future__ import annotations
+
+from . import detectors, precoders, predictors  # noqa: F401  (register the built-in blocks)
+from ..agents import load_agent
+from ..errors import LinksimError
+from ..registry import BLOCK_KINDS, REFERENCE, BlockSpec, block_names, block_spec
+from .base import Block
+
+AGENT_PREFIX = "agent:"
+
+
+def get(name: str, kind: str | None = None, scenario=None, **options):
+    """The block called ``name``, checked to be usable as a ``kind`` block.
+
+    :param name: a registered name or ``agent:PATH``
+    :param kind: ``precoder`` | ``detector`` | ``predictor``; a reference block that serves this
+        kind is accepted. ``None``: any registered block (agents need a kind).
+    :param scenario: a :class:`~linksim.Scenario`: supplies ``num_bits_per_symbol``, ``horizon``,
+        ``precision`` and ``device`` (from ``[run]``) and, for agents, the sizes to check
+    :param options: constructor options (override the scenario's); options a block does not take
+        are dropped
+    :output block: a callable ``torch.nn.Module`` with ``.kind`` and ``.serves``
+    """
+    if kind is not None and kind not in BLOCK_KINDS:
+        raise LinksimError(f"kind {kind!r}: choose from {', '.join(BLOCK_KINDS)}")
+    if name.startswith(AGENT_PREFIX):
+        if kind is None or scenario is None:
+            raise LinksimError(f"{name}: an agent needs kind= and scenario= to be loaded")
+        return load_agent(name[len(AGENT_PREFIX):], kind, scenario, options.get("precision"),
+                          options.get("device"))
+    spec = block_spec(name)
+    if kind is not None and spec.serves != kind:
+        what = f"a reference for {spec.serves}s" if spec.kind == REFERENCE else f"a {spec.kind}"
+        raise LinksimError(f"block '{name}' is {what}; this task needs a {kind}")
+    defaults = {}
+    if scenario is not None:
+        defaults = {"num_bits_per_symbol": scenario.detection.bits_per_symbol,
+                    "horizon": scenario.prediction.horizon,
+                    "precision": scenario.run.precision, "device": scenario.run.device}
+    allowed = spec.options
+    return spec.factory(**{k: v for k, v in (defaults | options).items() if k in allowed})
+
+
+def names(kind: str | None = None) -> list[str]:
+    """Registered block names (of one kind: ``precoder``, ``detector``, ``predictor``, ``reference``)."""
+    return block_names(kind)
+
+
+def spec(name: str) -> BlockSpec:
+    """The registry entry of ``name``."""
+    return block_spec(name)
+
+
+__all__ = ["AGENT_PREFIX", "Block", "BlockSpec", "get", "names", "spec"]

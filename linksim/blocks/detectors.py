@@ -23,7 +23,7 @@ import torch
 from ..errors import LinksimError
 from .qam import (bits_to_symbols, constellation_points, hard_decision, qam_name,  # noqa: F401
                   random_symbols, symbols_to_bits)
-from .registry import register
+from ..registry import register_block
 
 #: ``ml`` refuses problems with more hypotheses than this (2^20, about 1.0e6).
 ML_MAX_HYPOTHESES = 2 ** 20
@@ -106,7 +106,7 @@ class _LinearDetector(torch.nn.Module):
         return x_hat.transpose(1, 2).to(torch.complex64).contiguous()
 
 
-@register("lmmse", "detector")
+@register_block("lmmse", "detector")
 class LMMSEDetector(_LinearDetector):
     """LMMSE equaliser (Sionna ``lmmse_equalizer``): unbiased soft estimates ``x_hat [b,K,T]``.
 
@@ -122,7 +122,7 @@ class LMMSEDetector(_LinearDetector):
         return lmmse_equalizer(y, h, s, whiten_interference=True)
 
 
-@register("zf_det", "detector")
+@register_block("zf_det", "detector")
 class ZFDetector(_LinearDetector):
     """Zero-forcing equaliser (Sionna ``zf_equalizer``): ``x_hat = (H^H H)^-1 H^H y``, ``[b,K,T]``.
 
@@ -136,7 +136,7 @@ class ZFDetector(_LinearDetector):
         return zf_equalizer(y, h, s)
 
 
-@register("mf", "detector")
+@register_block("mf", "detector")
 class MFDetector(_LinearDetector):
     """Matched filter (Sionna ``mf_equalizer``): ``x_hat = diag(H^H H)^-1 H^H y``, ``[b,K,T]``.
 
@@ -201,7 +201,7 @@ class _SionnaHardDetector(torch.nn.Module):
         return pts[idx].reshape(b, t, k).transpose(1, 2).contiguous()
 
 
-@register("kbest", "detector")
+@register_block("kbest", "detector")
 class KBestDetector(_SionnaHardDetector):
     """K-Best tree search (Sionna ``KBestDetector``, complex representation, hard symbol decisions).
 
@@ -228,7 +228,7 @@ class KBestDetector(_SionnaHardDetector):
                       num_bits_per_symbol=self.num_bits_per_symbol, hard_out=True, device=device)
 
 
-@register("ml", "detector")
+@register_block("ml", "detector")
 class MLDetector(_SionnaHardDetector):
     """Maximum-likelihood detection (Sionna ``MaximumLikelihoodDetector``, hard symbol decisions).
 

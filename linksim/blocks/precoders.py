@@ -27,7 +27,7 @@ import math
 import torch
 from torch import nn
 
-from .registry import register
+from ..registry import register_block
 
 __all__ = [
     "sinr", "sum_rate", "structured_beamformer", "wmmse_p_lambda", "waterfill",
@@ -245,7 +245,7 @@ def wmmse_p_lambda(h: torch.Tensor, w: torch.Tensor, noise_var, p_tx):
 # linear precoders
 # --------------------------------------------------------------------------------------------
 
-@register("zf", "precoder")
+@register_block("zf", "precoder")
 class ZF(nn.Module):
     r"""Zero-forcing precoder :math:`W \propto h^H (h h^H)^{-1}` with total-power normalisation.
 
@@ -276,7 +276,7 @@ class ZF(nn.Module):
         return _scale_to_power(w, _per_sample(p_tx, b, h.device)).to(torch.complex64)
 
 
-@register("rzf", "precoder")
+@register_block("rzf", "precoder")
 class RZF(nn.Module):
     r"""Regularised ZF :math:`W \propto h^H (h h^H + (K \sigma^2 / P) I)^{-1}`, scaled to ``p_tx``.
 
@@ -306,7 +306,7 @@ class RZF(nn.Module):
         return _scale_to_power(w, ptx).to(torch.complex64)
 
 
-@register("mrt", "precoder")
+@register_block("mrt", "precoder")
 class MRT(nn.Module):
     r"""Maximum-ratio transmission :math:`W \propto h^H`, scaled to ``p_tx`` (total power).
 
@@ -334,7 +334,7 @@ class MRT(nn.Module):
 # WMMSE (Shi, Razaviyayn, Luo, He 2011)
 # --------------------------------------------------------------------------------------------
 
-@register("wmmse", "precoder")
+@register_block("wmmse", "precoder")
 class WMMSE(nn.Module):
     r"""WMMSE sum-rate maximisation (Shi et al. 2011) for the MISO downlink, total power budget.
 
@@ -513,7 +513,7 @@ def waterfill(gain: torch.Tensor, p_tot: torch.Tensor) -> torch.Tensor:
     return (nu - inv).clamp_min(0.0)
 
 
-@register("dpc_bound", "precoder")
+@register_block("dpc_bound", "reference", serves="precoder")
 class DPCBound(nn.Module):
     r"""MISO broadcast sum capacity (dirty-paper coding) — an upper bound, not a precoder.
 
@@ -529,8 +529,9 @@ class DPCBound(nn.Module):
     duality gap :math:`P \max_k \partial_k f - \sum_k p_k \partial_k f` (an upper bound on the
     distance to the capacity) is below ``tol`` bit/s/Hz, or after ``max_iter`` iterations.
 
-    Usage: ``is_bound = True``; call :meth:`sum_rate` (the precoding chain does this);
-    ``forward`` raises ``NotImplementedError`` because no linear precoder attains this value.
+    A reference block (kind ``reference``, serving ``precoder``): it is called with the true
+    channel and returns the capacity itself, ``dpc(h, p_tx, noise_var) -> c [b]``, because no
+    linear precoder attains it.
 
     Parameters
     ----------
@@ -540,18 +541,14 @@ class DPCBound(nn.Module):
         Maximum iterations (default 5000).
     """
 
-    is_bound = True
-
     def __init__(self, tol: float = 1e-9, max_iter: int = 5000):
         super().__init__()
         self.tol, self.max_iter = tol, int(max_iter)
         self.last_powers: torch.Tensor | None = None
         self.last_gap: torch.Tensor | None = None
 
-    def forward(self, h, p_tx=None, noise_var=None):
-        raise NotImplementedError(
-            "dpc_bound is a capacity bound, not a linear precoder: call .sum_rate(h, p_tx, noise_var) "
-            "(check getattr(block, 'is_bound', False))")
+    def forward(self, h, p_tx, noise_var, return_powers: bool = False):
+        return self.sum_rate(h, p_tx, noise_var, return_powers)
 
     @torch.no_grad()
     def sum_rate(self, h, p_tx, noise_var, return_powers: bool = False):

@@ -11,7 +11,7 @@ antennas, subcarriers).
 
 - ``outdated``: the last history sample, repeated (no prediction: the CSI-ageing baseline).
 - ``ar``: per-user least-squares autoregressive prediction fitted on the (noisy) history itself.
-- ``genie``: placeholder for the true future; the chain special-cases it (``is_genie``).
+- ``genie``: the true future (a reference block: the chain hands it the truth).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import LinksimError
-from .registry import register
+from ..registry import register_block
 
 
 def _check_hist(name: str, h_hist: torch.Tensor, min_len: int = 1) -> None:
@@ -36,7 +36,7 @@ def _check_horizon(name: str, horizon) -> int:
     return int(horizon)
 
 
-@register("outdated", "predictor")
+@register_block("outdated", "predictor")
 class OutdatedPredictor(torch.nn.Module):
     """Outdated CSI: the last history sample repeated ``horizon`` times.
 
@@ -55,7 +55,7 @@ class OutdatedPredictor(torch.nn.Module):
         return last.expand(last.shape[0], self.horizon, *last.shape[2:]).clone()
 
 
-@register("ar", "predictor")
+@register_block("ar", "predictor")
 class ARPredictor(torch.nn.Module):
     r"""Least-squares AR(p) linear prediction fitted on each sample's own (noisy) history.
 
@@ -176,25 +176,24 @@ class ARPredictor(torch.nn.Module):
         return y.to(h_hist.dtype)
 
 
-@register("genie", "predictor")
+@register_block("genie", "reference", serves="predictor")
 class GeniePredictor(torch.nn.Module):
-    """Genie: the true future channel (upper reference). Not computable from the history.
+    """Genie: the true future channel, the upper reference of every predictor.
 
-    The chain recognises it by ``is_genie = True`` and uses the true ``h_future [b, P, ...]``
-    instead of calling it; calling it directly raises ``LinksimError``.
+    A reference block (kind ``reference``, serving ``predictor``): the chain hands it the true
+    future, ``genie(h_hist [b,L,...], h_future [b,P,...]) -> h_future`` (a copy).
 
     :param horizon: number of future samples P
     """
-
-    is_genie = True
 
     def __init__(self, horizon: int = 4):
         super().__init__()
         self.horizon = _check_horizon("genie", horizon)
 
-    def forward(self, h_hist: torch.Tensor) -> torch.Tensor:
-        raise LinksimError("genie: the true future cannot be predicted from the history; the chain "
-                           "must feed the genie the true future channel (check `is_genie`)")
+    def forward(self, h_hist: torch.Tensor, h_future: torch.Tensor) -> torch.Tensor:
+        if h_future.shape[1] != self.horizon:
+            raise LinksimError(f"genie: expected {self.horizon} future samples, got {h_future.shape[1]}")
+        return h_future.clone()
 
 
 __all__ = ["OutdatedPredictor", "ARPredictor", "GeniePredictor"]

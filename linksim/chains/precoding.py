@@ -7,6 +7,7 @@ import torch
 
 from ..blocks.precoders import sum_rate
 from ..metrics import Mean
+from ..registry import REFERENCE
 from .base import Chain, Point
 
 
@@ -21,10 +22,10 @@ def downlink(h: torch.Tensor, t: int, subcarriers: str) -> torch.Tensor:
 
 
 def rate_of(block, h_design, h_true, p_tx, noise_var) -> torch.Tensor:
-    """Sum-rate [bit/s/Hz] on ``h_true`` of the precoder designed on ``h_design``; bounds
-    (``is_bound``, e.g. dpc_bound) report their capacity on the true channel."""
-    if getattr(block, "is_bound", False):
-        return block.sum_rate(h_true, p_tx, noise_var)
+    """Sum-rate [bit/s/Hz] on ``h_true`` of the precoder designed on ``h_design``; a reference
+    block (e.g. dpc_bound) is given the true channel and returns its limit itself."""
+    if block.kind == REFERENCE:
+        return block(h_true, p_tx, noise_var)
     w = block(h_design, p_tx, noise_var)
     return sum_rate(h_true, w, noise_var)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from ..metrics import NMSE
+from ..registry import REFERENCE
 from .base import Chain, Point, complex_noise
 
 
@@ -13,8 +14,8 @@ def noisy_history(h_hist, snr_db: float, gen):
 
 
 def predict(block, hist, future):
-    """Run a predictor; a genie block (``is_genie``) is handed the true future."""
-    return future.clone() if getattr(block, "is_genie", False) else block(hist)
+    """Run a predictor; a reference block (the genie) is also handed the true future."""
+    return block(hist, future) if block.kind == REFERENCE else block(hist)
 
 
 class PredictionChain(Chain):

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..agents.base import MODELS, Dims, build_model
+from ..agents import agent_tasks
+from ..agents.base import Dims, build_model
 from ..agents.spec import read_agent, write_result
 from ..blocks import get as get_block
 from ..blocks.qam import hard_decision
@@ -99,11 +100,11 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
 
     spec = read_agent(path)
     sc = load_scenario(spec.scenario_path())
-    from ..agents import models  # noqa: F401  (registers the kinds)
-    if spec.kind not in MODELS:
-        raise LinksimError(f"{spec.path / 'agent.toml'}: agent.kind = {spec.kind!r} is not a known kind "
-                           f"(known: {', '.join(sorted(MODELS))})")
-    task = MODELS[spec.kind][1]
+    tasks = agent_tasks(spec)
+    if len(tasks) != 1:
+        raise LinksimError(f"{spec.path / 'agent.toml'}: training several tasks at once is not "
+                           f"supported yet (agent.tasks = {list(tasks)})")
+    task = tasks[0]
     dims = Dims.from_scenario(sc, task)
     tr = spec.train
     if steps is not None and steps <= 0:
@@ -112,7 +113,7 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
 
     acc = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(derive_seed(spec.seed, "init"))
-    model = build_model(spec.kind, dims, spec.model)
+    model = build_model(spec.arch, dims, spec.model)
     opt = torch.optim.Adam(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=tr.lr_min)
     wrapped, opt, sched = acc.prepare(_LossModule(model), opt, sched)

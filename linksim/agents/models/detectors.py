@@ -29,7 +29,8 @@ from torch import nn
 from ...blocks.detectors import noise_vector
 from ...blocks.qam import constellation_points
 from ...errors import LinksimError
-from ..base import Dims, register_model
+from ...registry import register_arch
+from ..base import AgentModel, Dims
 
 
 # --------------------------------------------------------------------------- helpers
@@ -77,8 +78,8 @@ def _batch_tensors(batch: dict):
 
 
 # --------------------------------------------------------------------------- DetNet
-@register_model("detnet", "detection")
-class DetNet(nn.Module):
+@register_arch("detnet", tasks=("detection",))
+class DetNet(AgentModel):
     r"""DetNet (Samuel, Diskin, Wiesel 2017): unfolded projected gradient descent in the real model.
 
     The complex model ``y = Hx + n`` is written as the real model ``y_r = H_r x_r + n_r`` with
@@ -214,8 +215,8 @@ class DetNet(nn.Module):
 
 
 # --------------------------------------------------------------------------- OAMP-Net2
-@register_model("oampnet", "detection")
-class OAMPNet(nn.Module):
+@register_arch("oampnet", tasks=("detection",))
+class OAMPNet(AgentModel):
     r"""OAMP-Net2 (He, Wen, Jin, Li 2020): OAMP unfolded with 4 trainable scalars per layer.
 
     Complex model, ``x_0 = 0``. Layer ``t = 0..L-1`` (all quantities per received vector)::
@@ -336,8 +337,8 @@ class OAMPNet(nn.Module):
 
 
 # --------------------------------------------------------------------------- DNN
-@register_model("dnn", "detection")
-class DNNDetector(nn.Module):
+@register_arch("dnn", tasks=("detection",))
+class DNNDetector(AgentModel):
     r"""Fully connected detector on ``[H, y]`` (Ye, Li, Juang 2018 style), one slot per sample.
 
     Each slot ``t`` is a sample with input features

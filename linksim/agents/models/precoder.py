@@ -17,13 +17,14 @@ from torch import nn
 
 from ...blocks.precoders import _per_sample, structured_beamformer, sum_rate
 from ...errors import LinksimError
-from ..base import Dims, register_model
+from ...registry import register_arch
+from ..base import AgentModel, Dims
 
 __all__ = ["CNNPrecoder"]
 
 
-@register_model("cnn", "precoding")
-class CNNPrecoder(nn.Module):
+@register_arch("cnn", tasks=("precoding",))
+class CNNPrecoder(AgentModel):
     r"""CNN predicting the optimal beamforming structure ``(p, lambda)`` (Xia et al. 2020).
 
     Input features (``features``):

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ...errors import LinksimError
-from ..base import Dims, register_model
+from ...registry import register_arch
+from ..base import AgentModel, Dims
 
 __all__ = ["SeriesPredictor", "RNNPredictor", "LSTMPredictor", "GRUPredictor",
            "TransformerPredictor"]
@@ -41,7 +42,7 @@ def _as_complex(x: torch.Tensor) -> torch.Tensor:
     return torch.complex(x[..., :f].contiguous(), x[..., f:].contiguous())
 
 
-class SeriesPredictor(nn.Module):
+class SeriesPredictor(AgentModel):
     r"""Base of the learned per-antenna predictors (see the module docstring for the mechanism).
 
     Subclasses build ``self.core`` mapping ``x [N, L, 2F]`` float32 (normalised history) to
@@ -67,14 +68,14 @@ class SeriesPredictor(nn.Module):
     def __init__(self, dims: Dims, residual: bool = True, loss: str = "mse"):
         super().__init__()
         if loss not in ("mse", "log_nmse"):
-            raise LinksimError(f"{self.kind}: loss must be 'mse' or 'log_nmse', got {loss!r}")
+            raise LinksimError(f"{self.arch}: loss must be 'mse' or 'log_nmse', got {loss!r}")
         self.loss = loss
         self.num_subcarriers = int(dims.num_subcarriers)
         self.history = int(dims.history)
         self.horizon = int(dims.horizon)
         self.residual = bool(residual)
         if min(self.num_subcarriers, self.history, self.horizon) < 1:
-            raise LinksimError(f"{self.kind}: num_subcarriers, history and horizon must be >= 1")
+            raise LinksimError(f"{self.arch}: num_subcarriers, history and horizon must be >= 1")
         self.in_dim = 2 * self.num_subcarriers
 
     def _build_head(self, d: int) -> None:
@@ -89,10 +90,10 @@ class SeriesPredictor(nn.Module):
     # ---------------------------------------------------------------------------------- parts
     def _check(self, hist: torch.Tensor) -> None:
         if hist.dim() != 3 or hist.shape[-1] != self.num_subcarriers:
-            raise LinksimError(f"{self.kind}: expected series [N, L, F={self.num_subcarriers}], "
+            raise LinksimError(f"{self.arch}: expected series [N, L, F={self.num_subcarriers}], "
                                f"got {tuple(hist.shape)}")
         if self.fixed_history and hist.shape[1] != self.history:
-            raise LinksimError(f"{self.kind}: built for L={self.history} history samples, "
+            raise LinksimError(f"{self.arch}: built for L={self.history} history samples, "
                                f"got {hist.shape[1]}")
 
     fixed_history = False   # the transformer's positional embedding fixes L
@@ -116,7 +117,7 @@ class SeriesPredictor(nn.Module):
 
     def forward(self, h_hist: torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(h_hist) or h_hist.dim() < 3:
-            raise LinksimError(f"{self.kind}: expected h_hist [b, L, ..., F]")
+            raise LinksimError(f"{self.arch}: expected h_hist [b, L, ..., F]")
         b, n_t, f = h_hist.shape[0], h_hist.shape[1], h_hist.shape[-1]
         mid = h_hist.shape[2:-1]
         s = h_hist.reshape(b, n_t, -1, f).transpose(1, 2).reshape(-1, n_t, f)   # [b*S, L, F]
@@ -132,7 +133,7 @@ class SeriesPredictor(nn.Module):
         hist, fut = batch["hist"], batch["future"]
         self._check(hist)
         if fut.shape != (hist.shape[0], self.horizon, self.num_subcarriers):
-            raise LinksimError(f"{self.kind}: expected future [B, P={self.horizon}, F], "
+            raise LinksimError(f"{self.arch}: expected future [B, P={self.horizon}, F], "
                                f"got {tuple(fut.shape)}")
         x, rms = self._normalised(hist)
         xn = x / rms
@@ -155,7 +156,7 @@ class _RecurrentPredictor(SeriesPredictor):
                  residual: bool = True, loss: str = "mse"):
         super().__init__(dims, residual, loss)
         if int(hidden) < 1 or int(num_layers) < 1:
-            raise LinksimError(f"{self.kind}: hidden and num_layers must be >= 1")
+            raise LinksimError(f"{self.arch}: hidden and num_layers must be >= 1")
         self.inp = nn.Linear(self.in_dim, int(hidden))
         self.rnn = self.cell(int(hidden), int(hidden), num_layers=int(num_layers),
                              batch_first=True, dropout=float(dropout) if num_layers > 1 else 0.0)
@@ -166,7 +167,7 @@ class _RecurrentPredictor(SeriesPredictor):
         return out[:, -1]
 
 
-@register_model("rnn", "prediction")
+@register_arch("rnn", tasks=("prediction",))
 class RNNPredictor(_RecurrentPredictor):
     """Per-antenna predictor with an Elman RNN core (tanh), see :class:`SeriesPredictor`.
 
@@ -176,7 +177,7 @@ class RNNPredictor(_RecurrentPredictor):
     cell = nn.RNN
 
 
-@register_model("lstm", "prediction")
+@register_arch("lstm", tasks=("prediction",))
 class LSTMPredictor(_RecurrentPredictor):
     """Per-antenna predictor with an LSTM core, see :class:`SeriesPredictor`.
 
@@ -186,7 +187,7 @@ class LSTMPredictor(_RecurrentPredictor):
     cell = nn.LSTM
 
 
-@register_model("gru", "prediction")
+@register_arch("gru", tasks=("prediction",))
 class GRUPredictor(_RecurrentPredictor):
     """Per-antenna predictor with a GRU core, see :class:`SeriesPredictor`.
 
@@ -196,7 +197,7 @@ class GRUPredictor(_RecurrentPredictor):
     cell = nn.GRU
 
 
-@register_model("transformer", "prediction")
+@register_arch("transformer", tasks=("prediction",))
 class TransformerPredictor(SeriesPredictor):
     """Parallel Transformer predictor (after Jiang et al. 2022), see :class:`SeriesPredictor`.
 

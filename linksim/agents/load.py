@@ -1,0 +1,104 @@
+"""Load an agent folder as a block of one kind: ``agent:PATH`` in :func:`linksim.blocks.get`."""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from ..config import PRECISIONS, check_device, check_precision, config
+from ..errors import LinksimError
+from ..registry import KIND_TASK, arch_spec
+from .base import AgentModel, Dims, build_model
+from .spec import AgentSpec, read_agent
+
+# the sizes an agent must share with the scenario it runs in, per task
+MUST_MATCH = {
+    "detection": ("num_bs_antennas", "num_users", "bits_per_symbol"),
+    "precoding": ("num_bs_antennas", "num_users"),
+    "prediction": ("num_subcarriers", "history", "horizon"),   # per-antenna: any M and K
+}
+
+
+def agent_tasks(spec: AgentSpec) -> tuple[str, ...]:
+    """The tasks the agent is trained for: ``agent.tasks``, default every task of its arch."""
+    serves = arch_spec(spec.arch).tasks
+    tasks = spec.tasks or serves
+    bad = [t for t in tasks if t not in serves]
+    if bad:
+        raise LinksimError(f"{spec.path / 'agent.toml'}: agent.tasks: architecture {spec.arch!r} "
+                           f"cannot serve {', '.join(bad)} (it serves {', '.join(serves)})")
+    return tasks
+
+
+class AgentBlock(torch.nn.Module):
+    """A trained model used as a block of one kind: inference only (no autograd).
+
+    Inputs are moved to the model's device on entry; complex outputs are cast to the block's
+    ``cdtype`` (the model computes in its own float32).
+
+    :param model: the trained :class:`~linksim.agents.base.AgentModel`
+    :param task: the task it serves here (its kind is that task's block kind)
+    :param name: the agent folder's name
+    :param fingerprint: SHA-256 (16 hex) of the weights file
+    :param precision: output precision (``None``: ``linksim.config``)
+    """
+
+    def __init__(self, model: AgentModel, task: str, name: str, fingerprint: str = "",
+                 precision: str | None = None):
+        super().__init__()
+        self.model = model.eval()
+        self.task = task
+        self.kind = self.serves = {v: k for k, v in KIND_TASK.items()}[task]
+        self.name = name
+        self.fingerprint = fingerprint
+        self.precision = config.precision if precision is None else check_precision(precision)
+        self.cdtype = PRECISIONS[self.precision][1]
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    @torch.no_grad()
+    def forward(self, *inputs):
+        dev = self.device
+        out = self.model.task_forward(self.task, *(x.to(dev) if torch.is_tensor(x) else x for x in inputs))
+        return out.to(self.cdtype) if out.is_complex() else out
+
+
+def load_agent(path: str, kind: str, scenario, precision: str | None = None,
+               device: str | None = None) -> AgentBlock:
+    """Load ``path`` as a block of ``kind`` (detector/precoder/predictor) for ``scenario``.
+
+    Everything is checked before any compute: agent.toml, that the agent was trained for the
+    task of ``kind``, the sizes it was trained for against the scenario, and the weights file.
+    """
+    from safetensors.torch import load_model
+
+    spec = read_agent(path)
+    if kind not in KIND_TASK:
+        raise LinksimError(f"agent:{path}: a {kind} cannot be an agent (agents serve "
+                           f"{', '.join(KIND_TASK)})")
+    task = KIND_TASK[kind]
+    tasks = agent_tasks(spec)
+    if task not in tasks:
+        raise LinksimError(f"agent:{path} ({spec.arch}) is trained for {', '.join(tasks)}; this chain "
+                           f"needs a {kind} ({task})")
+    if not spec.weights.is_file() or "dims" not in spec.result:
+        raise LinksimError(f"agent:{path}: not trained yet (no {spec.weights.name}); run `linksim train {path}`")
+    trained = Dims(**spec.result["dims"])
+    wanted = Dims.from_scenario(scenario, task)
+    diff = [f"{k}={getattr(trained, k)} (scenario: {getattr(wanted, k)})"
+            for k in MUST_MATCH[task] if getattr(trained, k) != getattr(wanted, k)]
+    if diff:
+        raise LinksimError(f"agent:{path}: trained for other sizes than {scenario.path}: {', '.join(diff)}")
+    model = build_model(spec.arch, trained, spec.model)
+    try:
+        load_model(model, str(spec.weights), strict=True)
+    except Exception as e:   # safetensors raises its own error types for damaged files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise LinksimError(f"agent:{path}: {spec.weights.name} cannot be loaded as {spec.arch!r} ({first})") from None
+    dev = check_device(device if device is not None else scenario.run.device)
+    digest = hashlib.sha256(spec.weights.read_bytes()).hexdigest()[:16]
+    return AgentBlock(model.to(dev), task, spec.path.name, digest,
+                      precision if precision is not None else scenario.run.precision)
