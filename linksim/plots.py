@@ -5,6 +5,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .errors import LinksimError
+from .registry import REFERENCE, block_names
 from .results import read_rows
 
 X_LABELS = {
@@ -16,11 +17,10 @@ X_LABELS = {
     "tx_power_dbw": "Transmit power P [dBW]",
     "num_users": "Number of users K",
 }
-Y_LABELS = {"ser": "Symbol error rate", "ber": "Bit error rate", "bler": "Block error rate",
+Y_LABELS = {"ser": "Symbol error rate", "ber": "Bit error rate",
             "nmse_db": "NMSE [dB]", "sum_rate": "Sum-rate [bit/s/Hz]"}
-LOG_Y = ("ser", "ber", "bler")
+LOG_Y = ("ser", "ber")
 MARKERS = "osD^v<>phX*"
-REFERENCE = ("dpc_bound", "genie", "ml")   # limit curves: dashed
 
 
 def plot_dir(out: str | Path) -> list[Path]:
@@ -29,6 +29,7 @@ def plot_dir(out: str | Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    references = set(block_names(REFERENCE))
     out = Path(out)
     csv = out / "results.csv"
     if not csv.is_file():
@@ -49,7 +50,7 @@ def plot_dir(out: str | Path) -> list[Path]:
                 keep = [k for k, v in enumerate(y) if v > 0]
                 x, y, lo, hi = ([s[k] for k in keep] for s in (x, y, lo, hi))
                 lo = [min(lo_k, 0.999 * y_k) for lo_k, y_k in zip(lo, y)]
-            ref = any(block.split("+")[0] == r or block.endswith(r) for r in REFERENCE)
+            ref = any(part in references for part in block.split("+"))   # limit curves: dashed
             ax.errorbar(x, y, yerr=[lo, hi], label=block, marker=MARKERS[i % len(MARKERS)],
                         linestyle="--" if ref else "-", color="k" if ref else None,
                         markersize=5, capsize=2, linewidth=1.4)

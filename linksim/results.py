@@ -16,7 +16,6 @@ from pathlib import Path
 from .errors import LinksimError
 
 COLUMNS = ("task", "block", "x_name", "x", "metric", "value", "ci_low", "ci_high", "n")
-METRICS = ("ser", "ber", "nmse_db", "sum_rate", "bler")
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import blocks as registry
+from .blocks import get as get_block
 from .chains import CHAINS, SWEEP_PARAMS, Chain, LoopBlock
 from .errors import LinksimError
 from .results import ResultsStore
@@ -50,9 +50,9 @@ def make_block(name: str, chain: Chain, scenario: Scenario):
         parts = name.split("+")
         if len(parts) != 2:
             raise LinksimError(f"block {name!r}: --task loop takes PREDICTOR+PRECODER (e.g. ar+wmmse)")
-        return LoopBlock(registry.get(parts[0], "predictor", scenario),
-                         registry.get(parts[1], "precoder", scenario))
-    return registry.get(name, chain.kind, scenario)
+        return LoopBlock(get_block(parts[0], "predictor", scenario),
+                         get_block(parts[1], "precoder", scenario))
+    return get_block(name, chain.kind, scenario)
 
 
 def _versions() -> dict:
@@ -143,7 +143,8 @@ def _update_meta(store, meta, sc, task, blocks, over, wall_s, weights):
                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     store.write_meta({
         "scenario_file": sc.path, "scenario_hash": sc.hash, "scenario": sc.source,
-        "seed": sc.run.seed, "device": sc.run.device, "torch_threads": torch.get_num_threads(),
+        "seed": sc.run.seed, "device": sc.run.device, "precision": sc.run.precision,
+        "torch_threads": torch.get_num_threads(),
         "git_commit": _git_commit(), "versions": _versions(),
         "wall_time_s": round(sum(r["wall_time_s"] for r in runs), 3), "runs": runs,
         "weights": meta.get("weights", {}) | weights,

@@ -1,6 +1,6 @@
-"""Trained detectors (agents.models.detectors): OAMP-Net2 at its initial parameters is plain OAMP
-(against a float64 numpy OAMP written here from the formulas), every model trains, the detector
-protocol holds, and untrained OAMP is at least as good as LMMSE on i.i.d. Rayleigh."""
+"""Trained detectors (agents.models.detnet, .oampnet, .dnn): OAMP-Net2 at its initial parameters
+is plain OAMP (against a float64 numpy OAMP written here from the formulas), every model trains,
+the detector protocol holds, and untrained OAMP is at least as good as LMMSE on i.i.d. Rayleigh."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,9 @@ import torch
 
 from linksim.agents.base import Dims, build_model
 from linksim.registry import ARCHS
-from linksim.agents.models.detectors import DetNet, DNNDetector, OAMPNet
+from linksim.agents.models.detnet import DetNet
+from linksim.agents.models.dnn import DNNDetector
+from linksim.agents.models.oampnet import OAMPNet
 from linksim import blocks as registry
 from linksim.blocks.qam import hard_decision, random_symbols
 
@@ -99,24 +101,24 @@ def test_oampnet_at_init_is_plain_oamp(m, k, snr_db, num_layers):
 
 
 # --------------------------------------------------------------------------- training
-@pytest.mark.parametrize("kind", ["detnet", "dnn", "oampnet"])
-def test_training_loss_falls(kind):
+@pytest.mark.parametrize("arch", ["detnet", "dnn", "oampnet"])
+def test_training_loss_falls(arch):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
     m, k, t = 8, 2, 4
-    if kind == "oampnet":
+    if arch == "oampnet":
         # OAMP-Net2 starts at plain OAMP, already near its optimum; detune its 40 scalars so that
         # 40 steps at lr 1e-3 have something to recover (measured ratio ~0.45).
         bits, steps = 4, 40
-        model = build_model(kind, _dims(m, k, bits, t), {})
+        model = build_model(arch, _dims(m, k, bits, t), {})
         with torch.no_grad():
             model.gamma.fill_(0.5)
             model.phi.fill_(0.8)
             model.xi.fill_(0.1)
     else:
         bits, steps = 2, 60                                                 # measured ratio ~0.3-0.5
-        model = build_model(kind, _dims(m, k, bits, t), {})
-    assert model.tasks == ("detection",) and model.arch == kind
+        model = build_model(arch, _dims(m, k, bits, t), {})
+    assert model.tasks == ("detection",) and model.arch == arch
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(steps):
@@ -127,8 +129,8 @@ def test_training_loss_falls(kind):
         opt.step()
         losses.append(loss.item())
     first, last = np.mean(losses[:5]), np.mean(losses[-10:])
-    print(f"{kind}: loss {first:.4g} -> {last:.4g} (ratio {last / first:.3f})")
-    assert last < 0.7 * first, (kind, first, last)
+    print(f"{arch}: loss {first:.4g} -> {last:.4g} (ratio {last / first:.3f})")
+    assert last < 0.7 * first, (arch, first, last)
 
 
 def test_detnet_mse_loss_and_oampnet_all_layers_loss_train():
@@ -143,11 +145,11 @@ def test_detnet_mse_loss_and_oampnet_all_layers_loss_train():
 
 
 # --------------------------------------------------------------------------- protocol
-@pytest.mark.parametrize("kind", ["detnet", "oampnet", "dnn"])
-def test_forward_follows_detector_protocol(kind):
-    assert ARCHS[kind].tasks == ("detection",)
+@pytest.mark.parametrize("arch", ["detnet", "oampnet", "dnn"])
+def test_forward_follows_detector_protocol(arch):
+    assert ARCHS[arch].tasks == ("detection",)
     m, k, b, t = 8, 2, 3, 5
-    model = build_model(kind, _dims(m, k), {}).eval()
+    model = build_model(arch, _dims(m, k), {}).eval()
     bt = _batch(torch.Generator().manual_seed(3), b, m, k, t, 4, (0.0, 20.0))
     y, h, nv = bt["y"], bt["h"], bt["noise_var"]
     with torch.no_grad():
@@ -163,7 +165,7 @@ def test_forward_follows_detector_protocol(kind):
             for j in (0, t - 1):
                 s = model(y[i:i + 1, :, j:j + 1], h[i:i + 1], nv[i:i + 1])
                 assert torch.allclose(s[..., 0], out[i:i + 1, :, j], atol=1e-5)
-    if kind == "oampnet":                                                    # uses noise_var
+    if arch == "oampnet":                                                    # uses noise_var
         assert not torch.allclose(out, out_f)
 
 

@@ -14,7 +14,7 @@ from linksim.blocks import get
 from linksim.blocks.precoders import structured_beamformer, sum_rate, wmmse_p_lambda
 from linksim.errors import LinksimError
 
-PRED_KINDS = ("rnn", "lstm", "gru", "transformer")
+PRED_ARCHS = ("rnn", "lstm", "gru", "transformer")
 DIMS = Dims(num_bs_antennas=16, num_users=4, num_subcarriers=48, history=16, horizon=4,
             bits_per_symbol=4, symbols_per_sample=6)
 TINY = Dims(num_bs_antennas=16, num_users=4, num_subcarriers=8, history=8, horizon=2,
@@ -78,12 +78,12 @@ def _train(model, batch, steps, lr):
 
 # ------------------------------------------------------------------------------------ registry
 
-def test_registered_kinds_and_bad_options():
+def test_registered_archs_and_bad_options():
     import linksim.agents.models  # noqa: F401
 
     assert ARCHS["cnn"].tasks == ("precoding",)
-    for kind in PRED_KINDS:
-        assert ARCHS[kind].tasks == ("prediction",)
+    for arch in PRED_ARCHS:
+        assert ARCHS[arch].tasks == ("prediction",)
     with pytest.raises(LinksimError, match="bad \\[model\\] options"):
         build_model("lstm", DIMS, {"hiden": 3})
     with pytest.raises(LinksimError, match="features"):
@@ -131,8 +131,8 @@ def test_cnn_features_are_scale_invariant():
 def test_predictor_protocol_shapes_and_series_layout():
     torch.manual_seed(0)
     h = torch.randn(2, 16, 3, 5, 48, dtype=torch.complex64)       # [b, L, K, M, F]
-    for kind in PRED_KINDS:
-        m = build_model(kind, DIMS, {})
+    for arch in PRED_ARCHS:
+        m = build_model(arch, DIMS, {})
         torch.nn.init.normal_(m.head.weight, std=0.05)
         with torch.no_grad():
             y = m(h)
@@ -166,10 +166,10 @@ def test_structure_with_reference_parameters_reproduces_wmmse():
     assert m.training_loss(batch).item() < 1e-12
 
 
-@pytest.mark.parametrize("kind", PRED_KINDS)
-def test_untrained_predictor_is_exactly_outdated(kind):
+@pytest.mark.parametrize("arch", PRED_ARCHS)
+def test_untrained_predictor_is_exactly_outdated(arch):
     torch.manual_seed(1)
-    m = build_model(kind, DIMS, {})
+    m = build_model(arch, DIMS, {})
     with torch.no_grad():                       # whatever the core computes, the head is zero
         for name, p in m.named_parameters():
             if not name.startswith("head."):
@@ -202,11 +202,11 @@ def test_predictor_loss_at_init_is_outdated_normalised_mse():
 
 # ------------------------------------------------------------------------------------ training
 
-@pytest.mark.parametrize("kind", PRED_KINDS)
-def test_predictor_loss_falls(kind):
+@pytest.mark.parametrize("arch", PRED_ARCHS)
+def test_predictor_loss_falls(arch):
     torch.manual_seed(0)
     hist, fut = _doppler_series(128, TINY.history, TINY.horizon, TINY.num_subcarriers, seed=11)
-    m = build_model(kind, TINY, TINY_HP[kind])
+    m = build_model(arch, TINY, TINY_HP[arch])
     losses = _train(m, {"hist": hist, "future": fut}, steps=60, lr=2e-3)
     assert all(math.isfinite(v) for v in losses)
     assert np.mean(losses[-5:]) < 0.7 * losses[0]

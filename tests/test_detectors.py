@@ -11,7 +11,8 @@ from scipy import integrate, special, stats
 
 from linksim import blocks as registry
 from linksim.blocks.detectors import (KBestDetector, LMMSEDetector, MFDetector, MLDetector,
-                                      ZFDetector, hard_decision, random_symbols, symbols_to_bits)
+                                      ZFDetector, constellation_points, hard_decision,
+                                      random_symbols, symbols_to_bits)
 from linksim.errors import LinksimError
 
 
@@ -210,3 +211,26 @@ def test_noise_var_per_sample_tensor():
     for i in range(8):
         bi = LMMSEDetector()(y[i:i + 1], h[i:i + 1], float(nv[i]))
         assert torch.allclose(a[i:i + 1], bi, atol=1e-5)
+
+
+def test_double_precision_agrees_with_single():
+    """Every detector of this module in precision="double": complex128 out, same answers."""
+    h, idx, x, y, nv = _draw(11, 64, 16, 2, 6, 20.0)
+    nvt = torch.linspace(0.005, 0.02, 64)
+    names = [n for n in registry.names("detector")
+             if registry.spec(n).factory.__module__ == "linksim.blocks.detectors"]
+    assert {"lmmse", "zf_det", "mf", "kbest", "ml"} <= set(names)
+    for name in names:
+        single = registry.get(name, num_bits_per_symbol=4, precision="single")
+        double = registry.get(name, num_bits_per_symbol=4, precision="double")
+        assert double.cdtype == torch.complex128 and double.dtype == torch.float64
+        for noise in (nv, nvt):
+            xs, xd = single(y, h, noise), double(y, h, noise)
+            assert xs.dtype == torch.complex64 and xd.dtype == torch.complex128, name
+            assert xd.shape == xs.shape == x.shape
+            if name in ("kbest", "ml"):      # hard decisions: the same ones, as double points
+                dec = hard_decision(xs, 4)[0]
+                assert torch.equal(xd, constellation_points(4, dtype=torch.complex128)[dec]), name
+            else:
+                err = (xd - xs.to(torch.complex128)).abs().max() / xd.abs().max()
+                assert err < 1e-5, (name, err.item())

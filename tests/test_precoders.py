@@ -349,3 +349,26 @@ def test_zf_rayleigh_closed_forms():
     assert abs(gk.mean() - (m - k + 1)) <= 5 * gk.std() / math.sqrt(n)      # users: 4n, conservative
     lg = np.log(gk)
     assert abs(lg.mean() - digamma(m - k + 1)) <= 5 * lg.std() / math.sqrt(n)
+
+
+# ---------------------------------------------------------------------------------------------
+# precision
+
+def test_double_precision_blocks():
+    b, k, m, s2 = 16, 4, 8, 0.1
+    h = rayleigh(b, k, m, 25).to(torch.complex128)
+    p_tx = (0.5 + torch.rand(b, generator=torch.Generator().manual_seed(26))).double()
+    for name in LINEAR:
+        single = registry.get(name, precision="single")
+        double = registry.get(name, precision="double")
+        assert single.cdtype == torch.complex64 and double.cdtype == torch.complex128
+        w1, w2 = single(h, p_tx, s2), double(h, p_tx, s2)
+        assert w1.dtype == torch.complex64 and w2.dtype == torch.complex128
+        torch.testing.assert_close(pc.sum_rate(h, w2, s2), pc.sum_rate(h, w1, s2), rtol=1e-5, atol=0)
+    c2 = pc.DPCBound(precision="double")(h, p_tx, s2)
+    assert c2.dtype == torch.float64 and c2.shape == (b,)
+    torch.testing.assert_close(c2, pc.DPCBound()(h, p_tx, s2), rtol=1e-5, atol=0)
+    # structured_beamformer keeps the complex dtype of h
+    p, lam = torch.rand(b, k).double(), torch.rand(b, k).double()
+    assert pc.structured_beamformer(h, p, lam, s2, p_tx).dtype == torch.complex128
+    assert pc.structured_beamformer(h.to(torch.complex64), p, lam, s2, p_tx).dtype == torch.complex64

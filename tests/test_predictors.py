@@ -165,3 +165,24 @@ def test_ar_beats_outdated_on_uma_low_speed(uma_batches, speed):
     out_db = nmse_db(OutdatedPredictor(horizon=4)(hist), fut)
     print(f"UMa {speed} km/h, 20 dB: ar {ar_db:.2f} dB, outdated {out_db:.2f} dB")
     assert ar_db < out_db - 3, (ar_db, out_db)
+
+
+def test_double_precision_agrees_with_single():
+    """Every predictor (and the genie) of this module in precision="double": complex128 out,
+    the same prediction as single precision up to float32 rounding."""
+    h = _noisy(_exponentials(14, b=4, k=2, n_t=20), 20.0, 3)
+    hist, fut = h[:, :16], h[:, 16:]
+    names = [n for n in registry.names("predictor") + ["genie"]
+             if registry.spec(n).factory.__module__ == "linksim.blocks.predictors"]
+    assert {"outdated", "ar", "genie"} <= set(names)
+    for name in names:
+        single = registry.get(name, kind="predictor", horizon=4, precision="single")
+        double = registry.get(name, kind="predictor", horizon=4, precision="double")
+        args = (hist, fut) if name == "genie" else (hist,)
+        ps, pd = single(*args), double(*args)
+        assert ps.dtype == torch.complex64 and pd.dtype == torch.complex128, name
+        assert ps.shape == pd.shape == fut.shape
+        err = (pd - ps.to(torch.complex128)).abs().max() / pd.abs().max()
+        assert err < 1e-5, (name, err.item())
+    real = ARPredictor(horizon=2, precision="double")(torch.randn(5, 12))
+    assert real.dtype == torch.float64 and real.shape == (5, 2)

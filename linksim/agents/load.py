@@ -72,6 +72,24 @@ def load_agent(path: str, kind: str, scenario, precision: str | None = None,
 
     Everything is checked before any compute: agent.toml, that the agent was trained for the
     task of ``kind``, the sizes it was trained for against the scenario, and the weights file.
+    Usually reached through :func:`linksim.blocks.get` with ``"agent:PATH"``.
+
+    :param path: the agent folder (``agent.toml`` + ``model.safetensors``)
+    :param kind: ``detector`` | ``precoder`` | ``predictor``
+    :param scenario: the scenario it will run in (sizes are checked; ``[run]`` gives the device
+        and the output precision unless ``precision``/``device`` are given)
+    :output block: :class:`AgentBlock` with the protocol of ``kind``
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        import linksim
+        sc = linksim.load_scenario("scenarios/quick.toml")
+        det = linksim.blocks.get("agent:agents/oampnet", kind="detector", scenario=sc)
+        h = linksim.ChannelSource(sc).sample(2, num_users=4, num_time=1)[:, 0, :, :, 0].mT  # [2,16,4]
+        x = linksim.blocks.qam.random_symbols((2, 4, 6), 4)[1]                               # [2,4,6]
+        x_hat = det(h @ x, h, 1e-3)                                                          # [2,4,6]
     """
     from safetensors.torch import load_model
 

@@ -1,29 +1,24 @@
-"""Classical uplink MIMO detectors (Sionna) behind the detector protocol.
+r"""Classical uplink MIMO detectors (Sionna's equalisers and tree searches) as detector blocks.
 
-Protocol (every registered detector)::
+Every registered detector maps ``(y [b,M,T], h [b,M,K], noise_var) -> x_hat [b,K,T]`` for
 
-    detector(y [b, M, T] complex64, h [b, M, K] complex64, noise_var float | [b]) -> x_hat [b, K, T] complex64
+.. math::
+    \mathbf{y} = \mathbf{H}\mathbf{x} + \mathbf{n}, \qquad
+    \mathbf{x}\in\mathcal{C}^K, \quad \mathbf{n}\sim\mathcal{CN}(\mathbf{0}, \sigma^2\mathbf{I}_M)
 
-with ``y = h @ x + n``, ``x`` i.i.d. from Sionna's unit-energy square QAM
-(``Constellation("qam", num_bits_per_symbol)``) and ``n ~ CN(0, noise_var I_M)``; the ``T`` symbol
-slots share the channel ``h``.
-
-- ``lmmse``, ``zf_det``, ``mf``: Sionna's linear equalisers; the output is the *unbiased* soft
-  estimate (``x_hat_k = x_k + e_k``; Sionna scales by ``diag(GH)^-1`` for LMMSE/MF).
-- ``kbest``, ``ml``: Sionna's tree-search / exhaustive detectors with hard symbol decisions; the
-  output is the decided constellation points.
-
-The symbol helpers of :mod:`linksim.blocks.qam` (``hard_decision``, ``symbols_to_bits``,
-``random_symbols``, ...) are re-exported here.
+(one :math:`\mathbf{H}` for the ``T`` slots; :math:`\mathcal{C}` Sionna's unit-energy square QAM,
+see :mod:`linksim.blocks.qam`, whose symbol helpers are re-exported here). ``lmmse``, ``zf_det``
+and ``mf`` return unbiased soft estimates, ``kbest`` and ``ml`` hard decisions.
 """
 from __future__ import annotations
 
 import torch
 
 from ..errors import LinksimError
-from .qam import (bits_to_symbols, constellation_points, hard_decision, qam_name,  # noqa: F401
-                  random_symbols, symbols_to_bits)
 from ..registry import register_block
+from .base import Block
+from .qam import (constellation_points, hard_decision, qam_name,  # noqa: F401
+                  random_symbols, symbols_to_bits)
 
 #: ``ml`` refuses problems with more hypotheses than this (2^20, about 1.0e6).
 ML_MAX_HYPOTHESES = 2 ** 20
@@ -40,8 +35,33 @@ def _check_inputs(name: str, y: torch.Tensor, h: torch.Tensor) -> None:
 
 
 def noise_vector(noise_var, b: int, device, dtype=torch.float32) -> torch.Tensor:
-    """``noise_var`` (float, 0-d or ``[b]``) as a real ``[b]`` tensor, clamped away from 0."""
-    nv = torch.as_tensor(noise_var, device=device)
+    r"""The noise variance of every sample as a real vector, clamped away from 0.
+
+    .. math::
+        \sigma^2_i \leftarrow \max(\sigma^2_i, 10^{-10}), \quad i = 1, \dots, b
+
+    A Python number goes straight to ``dtype`` (no float32 rounding); complex values give their real part.
+
+    :input noise_var: float, 0-d tensor or [b] tensor. :math:`\sigma^2` for the batch or per sample.
+    :input b: int. Batch size.
+    :input device: str or torch.device. Where the result lives.
+    :input dtype: torch.dtype (default ``torch.float32``). Real dtype of the result.
+
+    :output nv: [b], ``dtype``. Per-sample noise variance (``LinksimError`` for any other size).
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        import torch
+        from linksim.blocks.detectors import noise_vector
+        noise_vector(0.1, 4, "cpu")                                  # [4] float32
+        noise_vector(torch.rand(4), 4, "cpu", torch.float64)         # [4] float64
+    """
+    if isinstance(noise_var, (int, float)):
+        nv = torch.as_tensor(float(noise_var), dtype=torch.float64, device=device)
+    else:
+        nv = torch.as_tensor(noise_var, device=device)
     nv = (nv.real if nv.is_complex() else nv).to(dtype)
     if nv.dim() == 0:
         nv = nv.expand(b)
@@ -51,13 +71,13 @@ def noise_vector(noise_var, b: int, device, dtype=torch.float32) -> torch.Tensor
     return nv.clamp_min(_MIN_NOISE_VAR)
 
 
-def _noise_cov(nv: torch.Tensor, m: int) -> torch.Tensor:
-    """``nv [b]`` -> ``S = nv I_M`` complex64 ``[b, 1, M, M]`` (broadcasts over the T slots), or one
-    shared ``[M, M]`` when every sample has the same noise variance (Sionna then whitens once)."""
-    eye = torch.eye(m, dtype=torch.complex64, device=nv.device)
+def _noise_cov(nv: torch.Tensor, m: int, cdtype: torch.dtype) -> torch.Tensor:
+    """``nv [b]`` -> ``S = nv I_M`` ``[b, 1, M, M]`` in ``cdtype`` (broadcasts over the T slots), or
+    one shared ``[M, M]`` when every sample has the same noise variance (Sionna then whitens once)."""
+    eye = torch.eye(m, dtype=cdtype, device=nv.device)
     if bool((nv == nv[0]).all()):
-        return nv[0].to(torch.complex64) * eye
-    return nv.to(torch.complex64)[:, None, None, None] * eye
+        return nv[0].to(cdtype) * eye
+    return nv.to(cdtype)[:, None, None, None] * eye
 
 
 def _square_reduction(y: torch.Tensor, h: torch.Tensor):
@@ -66,10 +86,7 @@ def _square_reduction(y: torch.Tensor, h: torch.Tensor):
     ``H^H H = L L^H`` (Cholesky), ``R = L^H``, ``y' = L^-1 H^H y``; then
     ``||y - Hx||^2 = ||y' - Rx||^2 + const`` and ``n' ~ CN(0, noise_var I_K)``, so ML and K-Best
     decisions are unchanged while the work per hypothesis drops from M to K.
-
-    :param y: ``[b, M, T]``; :param h: ``[b, M, K]``
-    :returns: ``y' [b, K, T]``, ``R [b, K, K]``
-    """
+    ``y [b, M, T]``, ``h [b, M, K]`` -> ``y' [b, K, T]``, ``R [b, K, K]``."""
     gram = h.mH @ h
     chol, info = torch.linalg.cholesky_ex(gram)
     if bool((info != 0).any()):
@@ -84,160 +101,283 @@ def _sci(x: float) -> str:
     return f"{mant}e{int(exp)}"
 
 
-class _LinearDetector(torch.nn.Module):
-    """Shared code of the Sionna linear equalisers."""
+class _Detector(Block):
+    """Shared constructor and input casting of the detectors."""
 
-    name = "linear"
+    name = "detector"
 
-    def __init__(self, num_bits_per_symbol: int = 4):
-        super().__init__()
+    def __init__(self, num_bits_per_symbol: int = 4, precision: str | None = None,
+                 device: str | torch.device | None = None):
+        super().__init__(precision=precision, device=device)
         self.num_bits_per_symbol = int(num_bits_per_symbol)
+
+    def _inputs(self, y, h, noise_var):
+        """``y``, ``h`` complex in ``cdtype`` on the device, checked; ``noise_var`` as ``[b]``."""
+        y, h = self.cast(y), self.cast(h)
+        _check_inputs(self.name, y, h)
+        y, h = y.to(self.cdtype), h.to(self.cdtype)          # real inputs (no-op for complex)
+        return y, h, noise_vector(self.cast(noise_var), y.shape[0], self.device, self.dtype)
+
+
+class _LinearDetector(_Detector):
+    """Shared code of the Sionna linear equalisers."""
 
     def _equalise(self, y, h, s):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward(self, y: torch.Tensor, h: torch.Tensor, noise_var) -> torch.Tensor:
-        _check_inputs(self.name, y, h)
-        b, m, _ = y.shape
-        nv = noise_vector(noise_var, b, y.device)
-        yt = y.to(torch.complex64).transpose(1, 2)            # [b, T, M]
-        hb = h.to(torch.complex64).unsqueeze(1)               # [b, 1, M, K] (broadcast over T)
-        x_hat, _ = self._equalise(yt, hb, _noise_cov(nv, m))   # [b, T, K]
-        return x_hat.transpose(1, 2).to(torch.complex64).contiguous()
+        y, h, nv = self._inputs(y, h, noise_var)
+        yt = y.transpose(1, 2)                                             # [b, T, M]
+        hb = h.unsqueeze(1)                                                # [b, 1, M, K] (over T)
+        x_hat, _ = self._equalise(yt, hb, _noise_cov(nv, y.shape[1], self.cdtype))   # [b, T, K]
+        return x_hat.transpose(1, 2).to(self.cdtype).contiguous()
 
 
 @register_block("lmmse", "detector")
 class LMMSEDetector(_LinearDetector):
-    """LMMSE equaliser (Sionna ``lmmse_equalizer``): unbiased soft estimates ``x_hat [b,K,T]``.
+    r"""LMMSE equaliser (Sionna ``lmmse_equalizer``, interference whitened first).
 
-    ``x_hat = diag(GH)^-1 G y`` with ``G = (H^H H + noise_var I)^-1 H^H`` (after whitening).
+    .. math::
+        \hat{\mathbf{x}} = \operatorname{diag}\left(\mathbf{G}\mathbf{H}\right)^{-1}\mathbf{G}\mathbf{y},
+        \qquad \mathbf{G} = \mathbf{H}^{\mathsf{H}}\left(\mathbf{H}\mathbf{H}^{\mathsf{H}} + \sigma^2\mathbf{I}_M\right)^{-1}
+
+    per slot, so that :math:`\hat{x}_k = x_k + e_k` with residual variance
+    :math:`\operatorname{diag}(\mathbf{G}\mathbf{H})^{-1} - 1`.
 
     :param num_bits_per_symbol: accepted for the common detector signature (unused)
+    :param precision: ``"single"`` | ``"double"``; ``None``: ``linksim.config.precision``
+    :param device: where inputs go and outputs live; ``None``: ``linksim.config.device``
+
+    :input y: [b, M, T], complex. Received signals of ``T`` slots sharing the channel.
+    :input h: [b, M, K], complex. Channel matrices :math:`\mathbf{H}`.
+    :input noise_var: float or [b] tensor. Noise variance :math:`\sigma^2` per antenna.
+
+    :output x_hat: [b, K, T], ``cdtype``. Unbiased soft estimates :math:`\hat{x}_k = x_k + e_k`.
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        import torch
+        from linksim.blocks.detectors import LMMSEDetector, random_symbols
+        h = torch.randn(8, 16, 4, dtype=torch.complex64)   # [b, M, K]
+        y = h @ random_symbols((8, 4, 10), 4)[1] + 0.1 * torch.randn(8, 16, 10, dtype=h.dtype)
+        x_hat = LMMSEDetector()(y, h, 0.01)   # [8, 4, 10] complex64
     """
 
     name = "lmmse"
 
     def _equalise(self, y, h, s):
         from sionna.phy.mimo import lmmse_equalizer
-        return lmmse_equalizer(y, h, s, whiten_interference=True)
+        return lmmse_equalizer(y, h, s, whiten_interference=True, precision=self.precision)
 
 
 @register_block("zf_det", "detector")
 class ZFDetector(_LinearDetector):
-    """Zero-forcing equaliser (Sionna ``zf_equalizer``): ``x_hat = (H^H H)^-1 H^H y``, ``[b,K,T]``.
+    r"""Zero-forcing equaliser (Sionna ``zf_equalizer``).
+
+    .. math::
+        \hat{\mathbf{x}} = \left(\mathbf{H}^{\mathsf{H}}\mathbf{H}\right)^{-1}\mathbf{H}^{\mathsf{H}}\mathbf{y}
+
+    per slot: interference-free, :math:`\hat{x}_k = x_k + e_k` with
+    :math:`\mathbb{E}[\mathbf{e}\mathbf{e}^{\mathsf{H}}] = \sigma^2(\mathbf{H}^{\mathsf{H}}\mathbf{H})^{-1}`.
 
     :param num_bits_per_symbol: accepted for the common detector signature (unused)
+    :param precision: ``"single"`` | ``"double"``; ``None``: ``linksim.config.precision``
+    :param device: where inputs go and outputs live; ``None``: ``linksim.config.device``
+
+    :input y: [b, M, T], complex. Received signals of ``T`` slots sharing the channel.
+    :input h: [b, M, K], complex. Channel matrices :math:`\mathbf{H}`.
+    :input noise_var: float or [b] tensor. Noise variance :math:`\sigma^2` per antenna.
+
+    :output x_hat: [b, K, T], ``cdtype``. Unbiased soft estimates :math:`\hat{x}_k = x_k + e_k`.
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        import torch
+        from linksim.blocks.detectors import ZFDetector, random_symbols
+        h = torch.randn(8, 16, 4, dtype=torch.complex64)   # [b, M, K]
+        y = h @ random_symbols((8, 4, 10), 4)[1] + 0.1 * torch.randn(8, 16, 10, dtype=h.dtype)
+        x_hat = ZFDetector()(y, h, 0.01)   # [8, 4, 10] complex64
     """
 
     name = "zf_det"
 
     def _equalise(self, y, h, s):
         from sionna.phy.mimo import zf_equalizer
-        return zf_equalizer(y, h, s)
+        return zf_equalizer(y, h, s, precision=self.precision)
 
 
 @register_block("mf", "detector")
 class MFDetector(_LinearDetector):
-    """Matched filter (Sionna ``mf_equalizer``): ``x_hat = diag(H^H H)^-1 H^H y``, ``[b,K,T]``.
+    r"""Matched filter (Sionna ``mf_equalizer``), scaled to be unbiased.
+
+    .. math::
+        \hat{\mathbf{x}} = \operatorname{diag}\left(\mathbf{H}^{\mathsf{H}}\mathbf{H}\right)^{-1}\mathbf{H}^{\mathsf{H}}\mathbf{y}
+
+    per slot (:math:`\hat{x}_k = x_k + e_k`, :math:`e_k` including the inter-user interference).
 
     :param num_bits_per_symbol: accepted for the common detector signature (unused)
+    :param precision: ``"single"`` | ``"double"``; ``None``: ``linksim.config.precision``
+    :param device: where inputs go and outputs live; ``None``: ``linksim.config.device``
+
+    :input y: [b, M, T], complex. Received signals of ``T`` slots sharing the channel.
+    :input h: [b, M, K], complex. Channel matrices :math:`\mathbf{H}`.
+    :input noise_var: float or [b] tensor. Noise variance :math:`\sigma^2` per antenna.
+
+    :output x_hat: [b, K, T], ``cdtype``. Unbiased soft estimates :math:`\hat{x}_k = x_k + e_k`.
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        import torch
+        from linksim.blocks.detectors import MFDetector, random_symbols
+        h = torch.randn(8, 16, 4, dtype=torch.complex64)   # [b, M, K]
+        y = h @ random_symbols((8, 4, 10), 4)[1] + 0.1 * torch.randn(8, 16, 10, dtype=h.dtype)
+        x_hat = MFDetector()(y, h, 0.01)   # [8, 4, 10] complex64
     """
 
     name = "mf"
 
     def _equalise(self, y, h, s):
         from sionna.phy.mimo import mf_equalizer
-        return mf_equalizer(y, h, s)
+        return mf_equalizer(y, h, s, precision=self.precision)
 
 
-class _SionnaHardDetector(torch.nn.Module):
-    """Shared code of K-Best and ML: a Sionna detector per (K, device), hard symbol indices."""
+class _SionnaHardDetector(_Detector):
+    """Shared code of K-Best and ML: a Sionna detector per K, hard symbol indices."""
 
-    name = "hard"
-
-    def __init__(self, num_bits_per_symbol: int = 4):
-        super().__init__()
-        self.num_bits_per_symbol = int(num_bits_per_symbol)
+    def __init__(self, num_bits_per_symbol: int = 4, precision: str | None = None,
+                 device: str | torch.device | None = None):
+        super().__init__(num_bits_per_symbol, precision=precision, device=device)
         self._cache: dict = {}
 
-    def _build(self, k: int, device: str):  # pragma: no cover - abstract
+    def _build(self, k: int):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _check_size(self, k: int) -> None:
-        pass
+        """Refuse problems too large for the detector (ML)."""
 
     def _chunk(self, k: int) -> int:
         return 1 << 30
 
-    def _detector(self, k: int, device) -> torch.nn.Module:
-        key = (k, str(device))
-        if key not in self._cache:
-            self._cache[key] = self._build(k, str(device))
-        return self._cache[key]
+    def _detector(self, k: int) -> torch.nn.Module:
+        if k not in self._cache:
+            self._cache[k] = self._build(k)
+        return self._cache[k]
 
     def forward(self, y: torch.Tensor, h: torch.Tensor, noise_var) -> torch.Tensor:
-        _check_inputs(self.name, y, h)
+        y, h, nv = self._inputs(y, h, noise_var)
         b, m, t = y.shape
         k = h.shape[-1]
         self._check_size(k)
         if m < k:
             raise LinksimError(f"{self.name}: needs at least as many receive antennas as users "
                                f"(M={m} < K={k})")
-        nv = noise_vector(noise_var, b, y.device)
-        y = y.to(torch.complex64)
-        h = h.to(torch.complex64)
         # Equivalent K x K problem (exact for ML / K-Best, much smaller for M >> K)
         yr, r = _square_reduction(y, h)                                   # [b,K,T], [b,K,K]
         yf = yr.transpose(1, 2).reshape(b * t, k)                         # [b*T, K]
         rf = r.unsqueeze(1).expand(b, t, k, k).reshape(b * t, k, k)
-        eye = torch.eye(k, dtype=torch.complex64, device=y.device)
-        sf = (nv.to(torch.complex64)[:, None, None, None] * eye).expand(b, t, k, k).reshape(b * t, k, k)
-        det = self._detector(k, y.device)
+        eye = torch.eye(k, dtype=self.cdtype, device=y.device)
+        sf = (nv.to(self.cdtype)[:, None, None, None] * eye).expand(b, t, k, k).reshape(b * t, k, k)
+        det = self._detector(k)
         step = self._chunk(k)
         with torch.no_grad():
             idx = torch.cat([det(yf[i:i + step], rf[i:i + step], sf[i:i + step]).to(torch.int64)
                              for i in range(0, b * t, step)])             # [b*T, K]
-        pts = constellation_points(self.num_bits_per_symbol, y.device)
+        pts = constellation_points(self.num_bits_per_symbol, y.device, self.cdtype)
         return pts[idx].reshape(b, t, k).transpose(1, 2).contiguous()
 
 
 @register_block("kbest", "detector")
 class KBestDetector(_SionnaHardDetector):
-    """K-Best tree search (Sionna ``KBestDetector``, complex representation, hard symbol decisions).
+    r"""K-Best tree search (Sionna ``KBestDetector``, complex representation, hard decisions).
 
-    Returns the decided constellation points ``x_hat [b,K,T]`` complex64. The Sionna detector is
-    built lazily for each number of users K seen; ``k`` is capped at ``|C|^K`` (then K-Best is
-    exhaustive, i.e. ML).
+    .. math::
+        \hat{\mathbf{x}} \approx \mathop{\mathrm{argmin}}_{\mathbf{x}\in\mathcal{C}^K}
+        \left\|\mathbf{y}' - \mathbf{R}\mathbf{x}\right\|^2
+        = \mathop{\mathrm{argmin}}_{\mathbf{x}\in\mathcal{C}^K} \left\|\mathbf{y} - \mathbf{H}\mathbf{x}\right\|^2
 
-    :param num_bits_per_symbol: bits per QAM symbol
-    :param k: number of surviving paths per tree level (default 16)
+    where :math:`\mathbf{H}^{\mathsf{H}}\mathbf{H} = \mathbf{R}^{\mathsf{H}}\mathbf{R}` (Cholesky) and
+    :math:`\mathbf{y}' = \mathbf{R}^{-\mathsf{H}}\mathbf{H}^{\mathsf{H}}\mathbf{y}` (an exact
+    K x K reduction, needs M >= K); the tree search keeps the ``k`` best partial vectors per level.
+    The Sionna detector is built once for each number of users K seen; ``k`` is capped at
+    :math:`|\mathcal{C}|^K` (then K-Best is exhaustive, i.e. ML).
+
+    :param num_bits_per_symbol: bits per QAM symbol :math:`n` (:math:`|\mathcal{C}| = 2^n`)
+    :param k: number of surviving paths per tree level
+    :param precision: ``"single"`` | ``"double"``; ``None``: ``linksim.config.precision``
+    :param device: where inputs go and outputs live; ``None``: ``linksim.config.device``
+
+    :input y: [b, M, T], complex. Received signals of ``T`` slots sharing the channel.
+    :input h: [b, M, K], complex. Channel matrices :math:`\mathbf{H}`.
+    :input noise_var: float or [b] tensor. Noise variance :math:`\sigma^2` per antenna.
+
+    :output x_hat: [b, K, T], ``cdtype``. Decided constellation points (hard decisions).
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        import torch
+        from linksim.blocks.detectors import KBestDetector, random_symbols
+        h = torch.randn(8, 16, 4, dtype=torch.complex64)   # [b, M, K]
+        y = h @ random_symbols((8, 4, 10), 4)[1] + 0.1 * torch.randn(8, 16, 10, dtype=h.dtype)
+        x_hat = KBestDetector(k=16)(y, h, 0.01)   # [8, 4, 10] complex64
     """
 
     name = "kbest"
 
-    def __init__(self, num_bits_per_symbol: int = 4, k: int = 16):
-        super().__init__(num_bits_per_symbol)
+    def __init__(self, num_bits_per_symbol: int = 4, k: int = 16, precision: str | None = None,
+                 device: str | torch.device | None = None):
+        super().__init__(num_bits_per_symbol, precision=precision, device=device)
         if int(k) < 1:
             raise LinksimError(f"kbest: k must be >= 1, got {k!r}")
         self.k = int(k)
 
-    def _build(self, num_users: int, device: str):
+    def _build(self, num_users: int):
         from sionna.phy.mimo import KBestDetector as _KBest
         k = min(self.k, (2 ** self.num_bits_per_symbol) ** num_users)
         return _KBest("symbol", num_users, k, constellation_type="qam",
-                      num_bits_per_symbol=self.num_bits_per_symbol, hard_out=True, device=device)
+                      num_bits_per_symbol=self.num_bits_per_symbol, hard_out=True,
+                      precision=self.precision, device=str(self.device))
 
 
 @register_block("ml", "detector")
 class MLDetector(_SionnaHardDetector):
-    """Maximum-likelihood detection (Sionna ``MaximumLikelihoodDetector``, hard symbol decisions).
+    r"""Maximum-likelihood detection (Sionna ``MaximumLikelihoodDetector``, hard decisions).
 
-    Uses the "maxlog" metric so that the per-user decisions are those of the jointly most likely
-    vector ``argmin_x ||y - Hx||^2`` (exhaustive over ``|C|^K`` hypotheses). Returns the decided
-    constellation points ``x_hat [b,K,T]`` complex64. Refuses (``LinksimError``) problems with more
-    than ``ML_MAX_HYPOTHESES`` (2^20) hypotheses; use ``kbest`` then.
+    .. math::
+        \hat{\mathbf{x}} = \mathop{\mathrm{argmin}}_{\mathbf{x}\in\mathcal{C}^K}
+        \left\|\mathbf{y} - \mathbf{H}\mathbf{x}\right\|^2
 
-    :param num_bits_per_symbol: bits per QAM symbol
+    exhaustive over the :math:`|\mathcal{C}|^K` hypotheses (on the same exact K x K reduction as
+    :class:`KBestDetector`; the "maxlog" metric makes the per-user decisions those of the jointly
+    most likely vector). Refuses (``LinksimError``) problems with more than
+    ``ML_MAX_HYPOTHESES`` (2^20) hypotheses; use ``kbest`` then.
+
+    :param num_bits_per_symbol: bits per QAM symbol :math:`n` (:math:`|\mathcal{C}| = 2^n`)
+    :param precision: ``"single"`` | ``"double"``; ``None``: ``linksim.config.precision``
+    :param device: where inputs go and outputs live; ``None``: ``linksim.config.device``
+
+    :input y: [b, M, T], complex. Received signals of ``T`` slots sharing the channel.
+    :input h: [b, M, K], complex. Channel matrices :math:`\mathbf{H}`.
+    :input noise_var: float or [b] tensor. Noise variance :math:`\sigma^2` per antenna.
+
+    :output x_hat: [b, K, T], ``cdtype``. Decided constellation points (hard decisions).
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        import torch
+        from linksim.blocks.detectors import MLDetector, random_symbols
+        h = torch.randn(8, 16, 4, dtype=torch.complex64)   # [b, M, K]
+        y = h @ random_symbols((8, 4, 10), 4)[1] + 0.1 * torch.randn(8, 16, 10, dtype=h.dtype)
+        x_hat = MLDetector()(y, h, 0.01)   # [8, 4, 10] complex64
     """
 
     name = "ml"
@@ -252,12 +392,13 @@ class MLDetector(_SionnaHardDetector):
         hyp = (2 ** self.num_bits_per_symbol) ** k
         return max(1, _ML_CHUNK_ELEMENTS // (hyp * k))
 
-    def _build(self, num_users: int, device: str):
+    def _build(self, num_users: int):
         from sionna.phy.mimo import MaximumLikelihoodDetector as _ML
         return _ML("symbol", "maxlog", num_users, constellation_type="qam",
-                   num_bits_per_symbol=self.num_bits_per_symbol, hard_out=True, device=device)
+                   num_bits_per_symbol=self.num_bits_per_symbol, hard_out=True,
+                   precision=self.precision, device=str(self.device))
 
 
 __all__ = ["LMMSEDetector", "ZFDetector", "MFDetector", "KBestDetector", "MLDetector",
-           "ML_MAX_HYPOTHESES", "hard_decision", "symbols_to_bits", "bits_to_symbols",
+           "ML_MAX_HYPOTHESES", "noise_vector", "hard_decision", "symbols_to_bits",
            "random_symbols", "constellation_points"]

@@ -1,4 +1,11 @@
-"""What every chain shares: sweep-parameter overrides, seeded channel batches, per-block accumulators."""
+"""What every chain shares: sweep-parameter overrides, seeded channel batches, per-block accumulators.
+
+Every chain is cut the same way, so that sweeps and training validation count metrics through one
+path: :meth:`Chain.batches` draws a point's inputs and truth (a dict per batch of drops),
+:meth:`Chain.new_metrics` makes the task's accumulators, and :meth:`Chain.measure` runs one block
+on one batch and updates them. Every tensor and generator is created on the scenario's
+``run.device`` and in its ``run.precision``.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..channel import ChannelSource
-from ..config import derive_seed, generator
+from ..config import check_device, derive_seed, dtypes, generator
 from ..errors import LinksimError
 from ..scenario import Scenario
 
@@ -50,7 +57,13 @@ class ChannelCache:
 
 class Chain:
     """Base of the four chains. Subclasses set ``task``, ``kind``, ``x_names``, ``default_x``,
-    ``section`` (the scenario table holding the task's settings) and implement :meth:`run_point`."""
+    ``section`` (the scenario table holding the task's settings) and implement :meth:`batches`,
+    :meth:`new_metrics` and :meth:`measure`.
+
+    :param scenario: the validated :class:`~linksim.Scenario`; its ``[run]`` table gives seed,
+        batch size, device and precision
+    :param cache: a :class:`ChannelCache` to share drops between chains (default: a new one)
+    """
 
     task = ""
     kind = ""
@@ -60,6 +73,8 @@ class Chain:
 
     def __init__(self, scenario: Scenario, cache: ChannelCache | None = None):
         self.scenario = scenario
+        self.device = check_device(scenario.run.device)
+        self.dtype, self.cdtype = dtypes(scenario.run.precision)
         self.cache = cache or ChannelCache(ChannelSource(scenario))
 
     # -- sweep points -----------------------------------------------------
@@ -96,19 +111,53 @@ class Chain:
         return self.cache.get(key, batch, point.scenario.channel.speed_kmh, num_users, num_time)
 
     def noise_generator(self, point: Point, i: int) -> torch.Generator:
+        """The generator of batch ``i``'s symbols and noise, on the scenario's device."""
         return generator(derive_seed(self.scenario.run.seed, self.task, "noise", point.x_name,
-                                     point.x, i))
+                                     point.x, i), self.device)
 
     def budget(self, point: Point) -> int:
         """Most drops a point can take (for progress bars)."""
         return getattr(point.scenario, self.section).num_samples
 
-    def run_point(self, blocks: dict, point: Point, progress=None) -> dict[str, dict]:
-        """Run ``blocks`` (label -> block) at one point; return label -> {metric: accumulator}."""
+    # -- the one metric path ------------------------------------------------------
+    def batches(self, point: Point):
+        """Yield the point's batches: dicts of inputs and truth, ``"drops"`` = drops in the batch."""
         raise NotImplementedError
 
+    @staticmethod
+    def new_metrics() -> dict:
+        """Fresh accumulators ``{metric: accumulator}`` of the task."""
+        raise NotImplementedError
 
-def complex_noise(shape, var, gen: torch.Generator) -> torch.Tensor:
-    """CN(0, var) samples, complex64."""
-    std = (torch.as_tensor(var, dtype=torch.float32) / 2).sqrt()
-    return torch.complex(torch.randn(shape, generator=gen) * std, torch.randn(shape, generator=gen) * std)
+    @staticmethod
+    def measure(block, batch: dict, acc: dict) -> None:
+        """Run ``block`` on ``batch`` and update the accumulators ``acc``."""
+        raise NotImplementedError
+
+    def done(self, acc: dict[str, dict], drops: int) -> bool:
+        """Whether a point may stop early after ``drops`` drops (detection: enough errors)."""
+        return False
+
+    def run_point(self, blocks: dict, point: Point, progress=None) -> dict[str, dict]:
+        """Run ``blocks`` (label -> block) at one point; return label -> {metric: accumulator}.
+        All blocks see the same batches (paired comparisons)."""
+        acc = {label: self.new_metrics() for label in blocks}
+        drops = 0
+        for batch in self.batches(point):
+            for label, block in blocks.items():
+                self.measure(block, batch, acc[label])
+            drops += batch["drops"]
+            if progress:
+                progress(batch["drops"])
+            if self.done(acc, drops):
+                break
+        return acc
+
+
+def complex_noise(shape, var, gen: torch.Generator, dtype: torch.dtype = torch.complex64) -> torch.Tensor:
+    """CN(0, var) samples of complex ``dtype`` on the generator's device; ``var`` a float or a
+    tensor broadcastable to ``shape``."""
+    real = torch.float64 if dtype == torch.complex128 else torch.float32
+    std = (torch.as_tensor(var, dtype=real, device=gen.device) / 2).sqrt()
+    return torch.complex(torch.randn(shape, generator=gen, device=gen.device, dtype=real) * std,
+                         torch.randn(shape, generator=gen, device=gen.device, dtype=real) * std)

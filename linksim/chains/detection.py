@@ -15,6 +15,29 @@ def uplink(h: torch.Tensor) -> torch.Tensor:
     return h[:, 0].permute(0, 3, 2, 1).reshape(b * f, m, k)
 
 
+def detection_batch(h: torch.Tensor, noise_var, num_slots: int, bits_per_symbol: int,
+                    gen: torch.Generator, drops: int | None = None) -> dict:
+    r"""Inputs and truth of detection: :math:`y = H x + n`, ``x`` i.i.d. uniform QAM, ``n ~ CN(0, noise_var I)``.
+
+    :param h: [n, M, K], complex. Uplink matrices (one per resource block).
+    :param noise_var: float or [n] tensor. Noise variance per receive antenna.
+    :param num_slots: T, symbol slots sharing each ``h``.
+    :param bits_per_symbol: bits per QAM symbol.
+    :param gen: generator of the symbols, then the noise (on ``h``'s device).
+    :param drops: independent samples in the batch (``n`` rows are grouped into ``drops`` for the
+        NMSE interval; default ``n``).
+    :output batch: dict with ``y [n,M,T]``, ``h``, ``noise_var``, ``x [n,K,T]``, ``idx [n,K,T]``
+        int64, ``bits [n,K,T,bits]``, ``bits_per_symbol``, ``drops``.
+    """
+    n, m, k = h.shape
+    idx, x = random_symbols((n, k, num_slots), bits_per_symbol, gen, dtype=h.dtype)
+    nv = noise_var if isinstance(noise_var, float) else noise_var[:, None, None]
+    y = h @ x + complex_noise((n, m, num_slots), nv, gen, h.dtype)
+    return {"y": y, "h": h, "noise_var": noise_var, "x": x, "idx": idx,
+            "bits": symbols_to_bits(idx, bits_per_symbol), "bits_per_symbol": bits_per_symbol,
+            "drops": n if drops is None else drops}
+
+
 class DetectionChain(Chain):
     """SER/BER/NMSE over SNR. One sample = one drop: F subcarriers x T slots x K users symbols.
 
@@ -32,32 +55,34 @@ class DetectionChain(Chain):
     def budget(self, point):
         return point.scenario.detection.max_samples
 
-    def run_point(self, blocks, point: Point, progress=None):
+    def batches(self, point: Point):
         cfg = point.scenario.detection
         batch = point.scenario.run.batch_size
         noise_var = 10 ** (-cfg.snr_db / 10)
-        nb = cfg.bits_per_symbol
-        acc = {label: {"ser": ErrorRate(), "ber": ErrorRate(), "nmse_db": NMSE()} for label in blocks}
         drops, i = 0, 0
         while drops < cfg.max_samples:
             b = min(batch, cfg.max_samples - drops)
             h = uplink(self.channels(point, i, b, cfg.num_users, 1))       # [bF, M, K]
-            gen = self.noise_generator(point, i)
-            idx, x = random_symbols((h.shape[0], cfg.num_users, cfg.symbols_per_sample), nb, gen)
-            y = h @ x + complex_noise((h.shape[0], h.shape[1], cfg.symbols_per_sample), noise_var, gen)
-            bits = symbols_to_bits(idx, nb)
-            for label, block in blocks.items():
-                x_hat = block(y, h, noise_var)
-                idx_hat, _ = hard_decision(x_hat, nb)
-                a = acc[label]
-                a["ser"].update((idx_hat != idx).sum(), idx.numel())
-                a["ber"].update((symbols_to_bits(idx_hat, nb) != bits).sum(), bits.numel())
-                err = (x_hat - x).abs().square().reshape(b, -1).sum(1)
-                a["nmse_db"].update(err, x.abs().square().reshape(b, -1).sum(1))
+            yield detection_batch(h, noise_var, cfg.symbols_per_sample, cfg.bits_per_symbol,
+                                  self.noise_generator(point, i), drops=b)
             drops += b
             i += 1
-            if progress:
-                progress(b)
-            if drops >= cfg.min_samples and all(a["ser"].errors >= cfg.target_errors for a in acc.values()):
-                break
-        return acc
+
+    @staticmethod
+    def new_metrics():
+        return {"ser": ErrorRate(), "ber": ErrorRate(), "nmse_db": NMSE()}
+
+    @staticmethod
+    def measure(block, batch, acc):
+        nb, x, idx = batch["bits_per_symbol"], batch["x"], batch["idx"]
+        x_hat = block(batch["y"], batch["h"], batch["noise_var"])
+        idx_hat, _ = hard_decision(x_hat, nb)
+        acc["ser"].update((idx_hat != idx).sum(), idx.numel())
+        acc["ber"].update((symbols_to_bits(idx_hat, nb) != batch["bits"]).sum(), batch["bits"].numel())
+        b = batch["drops"]
+        err = (x_hat - x).abs().square().reshape(b, -1).sum(1)
+        acc["nmse_db"].update(err, x.abs().square().reshape(b, -1).sum(1))
+
+    def done(self, acc, drops):
+        cfg = self.scenario.detection
+        return drops >= cfg.min_samples and all(a["ser"].errors >= cfg.target_errors for a in acc.values())

@@ -10,11 +10,13 @@ import torch
 from ..metrics import NMSE, Mean
 from .base import Chain, Point
 from .precoding import downlink, rate_of
-from .prediction import noisy_history, predict
+from .prediction import predict, prediction_batch, update_nmse
 
 
 class LoopBlock(torch.nn.Module):
-    """A predictor and a precoder used together."""
+    """A predictor and a precoder used together (block kind ``loop``)."""
+
+    kind = "loop"
 
     def __init__(self, predictor, precoder):
         super().__init__()
@@ -43,26 +45,29 @@ class LoopChain(Chain):
             return self.scenario.replace(precoding={x_name: value})
         return super().apply(x_name, x)
 
-    def run_point(self, blocks, point: Point, progress=None):
+    def batches(self, point: Point):
         sc = point.scenario
         cp, pre = sc.prediction, sc.precoding
         batch = sc.run.batch_size
         p_tx, noise_var = 10 ** (pre.tx_power_dbw / 10), 10 ** (pre.noise_power_dbw / 10)
-        acc = {label: {"sum_rate": Mean(), "nmse_db": NMSE()} for label in blocks}
         for i in range(math.ceil(cp.num_samples / batch)):
             b = min(batch, cp.num_samples - i * batch)
             h = self.channels(point, i, b, pre.num_users, cp.history + cp.horizon)
-            hist = noisy_history(h[:, :cp.history], cp.snr_db, self.noise_generator(point, i))
-            fut = h[:, cp.history:]
-            for label, blk in blocks.items():
-                h_hat = predict(blk.predictor, hist, fut)
-                acc[label]["nmse_db"].update((h_hat - fut).abs().square().sum(dim=(1, 2, 3, 4)),
-                                             fut.abs().square().sum(dim=(1, 2, 3, 4)))
-                rates = torch.stack([
-                    rate_of(blk.precoder, downlink(h_hat, t, pre.subcarriers),
-                            downlink(fut, t, pre.subcarriers), p_tx, noise_var).reshape(b, -1).mean(1)
-                    for t in range(cp.horizon)])
-                acc[label]["sum_rate"].update(rates.mean(0))
-            if progress:
-                progress(b)
-        return acc
+            out = prediction_batch(h, cp.history, 10 ** (-cp.snr_db / 10), self.noise_generator(point, i))
+            yield out | {"p_tx": p_tx, "noise_var": noise_var, "subcarriers": pre.subcarriers}
+
+    @staticmethod
+    def new_metrics():
+        return {"sum_rate": Mean(), "nmse_db": NMSE()}
+
+    @staticmethod
+    def measure(blk, batch, acc):
+        hist, fut, b = batch["hist"], batch["future"], batch["drops"]
+        h_hat = predict(blk.predictor, hist, fut)
+        update_nmse(acc["nmse_db"], h_hat, fut)
+        sub = batch["subcarriers"]
+        rates = torch.stack([
+            rate_of(blk.precoder, downlink(h_hat, t, sub), downlink(fut, t, sub), batch["p_tx"],
+                    batch["noise_var"]).reshape(b, -1).mean(1)
+            for t in range(fut.shape[1])])
+        acc["sum_rate"].update(rates.mean(0))

@@ -22,12 +22,18 @@ def downlink(h: torch.Tensor, t: int, subcarriers: str) -> torch.Tensor:
 
 
 def rate_of(block, h_design, h_true, p_tx, noise_var) -> torch.Tensor:
-    """Sum-rate [bit/s/Hz] on ``h_true`` of the precoder designed on ``h_design``; a reference
-    block (e.g. dpc_bound) is given the true channel and returns its limit itself."""
+    """Sum-rate [bit/s/Hz] ``[n]`` on ``h_true`` of the precoder designed on ``h_design``; a
+    reference block (e.g. dpc_bound) is given the true channel and returns its limit itself."""
     if block.kind == REFERENCE:
         return block(h_true, p_tx, noise_var)
     w = block(h_design, p_tx, noise_var)
     return sum_rate(h_true, w, noise_var)
+
+
+def precoding_batch(h: torch.Tensor, p_tx, noise_var, drops: int | None = None) -> dict:
+    """Inputs of precoding: ``h [n,K,M]``, ``p_tx`` and ``noise_var`` (float or ``[n]``); the
+    ``n`` rows are grouped into ``drops`` samples (default ``n``)."""
+    return {"h": h, "p_tx": p_tx, "noise_var": noise_var, "drops": h.shape[0] if drops is None else drops}
 
 
 class PrecodingChain(Chain):
@@ -51,17 +57,20 @@ class PrecodingChain(Chain):
             return self.scenario.replace(precoding={"noise_power_dbw": p.tx_power_dbw - float(x)})
         return super().apply(x_name, x)
 
-    def run_point(self, blocks, point: Point, progress=None):
+    def batches(self, point: Point):
         cfg = point.scenario.precoding
         batch = point.scenario.run.batch_size
         p_tx, noise_var = 10 ** (cfg.tx_power_dbw / 10), 10 ** (cfg.noise_power_dbw / 10)
-        acc = {label: {"sum_rate": Mean()} for label in blocks}
         for i in range(math.ceil(cfg.num_samples / batch)):
             b = min(batch, cfg.num_samples - i * batch)
             h = downlink(self.channels(point, i, b, cfg.num_users, 1), 0, cfg.subcarriers)
-            for label, block in blocks.items():
-                r = rate_of(block, h, h, p_tx, noise_var)
-                acc[label]["sum_rate"].update(r.reshape(b, -1).mean(1))
-            if progress:
-                progress(b)
-        return acc
+            yield precoding_batch(h, p_tx, noise_var, drops=b)
+
+    @staticmethod
+    def new_metrics():
+        return {"sum_rate": Mean()}
+
+    @staticmethod
+    def measure(block, batch, acc):
+        r = rate_of(block, batch["h"], batch["h"], batch["p_tx"], batch["noise_var"])
+        acc["sum_rate"].update(r.reshape(batch["drops"], -1).mean(1))

@@ -3,19 +3,36 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from ..metrics import NMSE
 from ..registry import REFERENCE
 from .base import Chain, Point, complex_noise
 
 
-def noisy_history(h_hist, snr_db: float, gen):
-    """History plus CN(0, 10^(-snr/10)) noise per entry (the channel has unit gain per entry)."""
-    return h_hist + complex_noise(h_hist.shape, 10 ** (-snr_db / 10), gen)
+def noisy_history(h_hist: torch.Tensor, noise_var, gen: torch.Generator) -> torch.Tensor:
+    """History plus CN(0, noise_var) noise per entry (the channel has unit gain per entry);
+    ``noise_var`` a float or a ``[b]`` tensor (one SNR per drop)."""
+    nv = noise_var if isinstance(noise_var, float) else noise_var.reshape((-1,) + (1,) * (h_hist.dim() - 1))
+    return h_hist + complex_noise(h_hist.shape, nv, gen, h_hist.dtype)
 
 
-def predict(block, hist, future):
+def prediction_batch(h: torch.Tensor, history: int, noise_var, gen: torch.Generator) -> dict:
+    """Inputs and truth of prediction from drops ``h [b, L+P, ...]``: ``hist [b,L,...]`` (noisy),
+    ``future [b,P,...]`` (clean), ``drops = b``."""
+    return {"hist": noisy_history(h[:, :history], noise_var, gen), "future": h[:, history:],
+            "drops": h.shape[0]}
+
+
+def predict(block, hist: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
     """Run a predictor; a reference block (the genie) is also handed the true future."""
     return block(hist, future) if block.kind == REFERENCE else block(hist)
+
+
+def update_nmse(acc: NMSE, h_hat: torch.Tensor, future: torch.Tensor) -> None:
+    """Add each drop's squared error and power (summed over all but the first dim) to ``acc``."""
+    dims = tuple(range(1, future.dim()))
+    acc.update((h_hat - future).abs().square().sum(dim=dims), future.abs().square().sum(dim=dims))
 
 
 class PredictionChain(Chain):
@@ -31,19 +48,19 @@ class PredictionChain(Chain):
     x_names = ("speed_kmh", "snr_db", "num_users")
     default_x = "speed_kmh"
 
-    def run_point(self, blocks, point: Point, progress=None):
+    def batches(self, point: Point):
         cfg = point.scenario.prediction
         batch = point.scenario.run.batch_size
-        acc = {label: {"nmse_db": NMSE()} for label in blocks}
         for i in range(math.ceil(cfg.num_samples / batch)):
             b = min(batch, cfg.num_samples - i * batch)
             h = self.channels(point, i, b, cfg.num_users, cfg.history + cfg.horizon)
-            hist = noisy_history(h[:, :cfg.history], cfg.snr_db, self.noise_generator(point, i))
-            fut = h[:, cfg.history:]
-            power = fut.abs().square().sum(dim=(1, 2, 3, 4))
-            for label, block in blocks.items():
-                h_hat = predict(block, hist, fut)
-                acc[label]["nmse_db"].update((h_hat - fut).abs().square().sum(dim=(1, 2, 3, 4)), power)
-            if progress:
-                progress(b)
-        return acc
+            yield prediction_batch(h, cfg.history, 10 ** (-cfg.snr_db / 10), self.noise_generator(point, i))
+
+    @staticmethod
+    def new_metrics():
+        return {"nmse_db": NMSE()}
+
+    @staticmethod
+    def measure(block, batch, acc):
+        fut = batch["future"]
+        update_nmse(acc["nmse_db"], predict(block, batch["hist"], fut), fut)

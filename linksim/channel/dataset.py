@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+
 from ..errors import LinksimError
 from ..scenario import Scenario
 from .source import ChannelSource
@@ -42,7 +44,7 @@ def export_dataset(scenario: Scenario, task: str, n: int, out: str | Path,
                                chunks=(min(batch, n), t, k, m, f))
         done = 0
         for h in src.stream(n, batch, speed_kmh=speed_kmh, num_users=k, num_time=t):
-            ds[done:done + h.shape[0]] = h.numpy()
+            ds[done:done + h.shape[0]] = h.to(torch.complex64).cpu().numpy()
             done += h.shape[0]
             bar.update(h.shape[0])
         h5.attrs.update({"scenario": scenario.source, "scenario_file": scenario.path,

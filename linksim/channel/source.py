@@ -12,7 +12,7 @@ from typing import Iterator
 
 import torch
 
-from ..config import derive_seed, generator
+from ..config import check_device, derive_seed, dtypes, generator
 from ..errors import LinksimError
 from ..scenario import Scenario
 
@@ -29,16 +29,34 @@ class ChannelSource:
     ``model = "rayleigh"``: i.i.d. CN(0, 1) entries; across time each entry follows Clarke's model
     (sum of 32 sinusoids with uniform angles), so lag correlation is J0(2 pi f_D dt) in expectation.
 
-    :param scenario: validated :class:`~linksim.scenario.Scenario`
+    :param scenario: validated :class:`~linksim.scenario.Scenario` (``[channel]`` and ``[run]``:
+        device and precision of the output)
     :param seed: base seed (defaults to ``scenario.run.seed``); batch ``i`` of :meth:`stream` and
         :meth:`sample` calls without ``seed`` use ``derive_seed(seed, "batch", i)``
+    :param device: overrides ``scenario.run.device``
+
+    :output H: [batch, time, users, bs_antennas, subcarriers], complex64 (complex128 with
+        ``run.precision = "double"``), from :meth:`sample`.
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        import linksim
+        sc = linksim.load_scenario("scenarios/quick.toml")
+        src = linksim.ChannelSource(sc, seed=0)
+        H = src.sample(8, speed_kmh=60.0)      # [8, 20, 4, 16, 48] complex64
+        h_dl = H[:, 0, :, :, 24]               # downlink [8, K=4, M=16] at the centre subcarrier
+        h_ul = h_dl.mT                         # uplink [8, M, K]
     """
 
     def __init__(self, scenario: Scenario, seed: int | None = None, device: str | None = None):
         self.scenario = scenario
         self.ch = scenario.channel
         self.seed = scenario.run.seed if seed is None else int(seed)
-        self.device = device or scenario.run.device
+        self.device = check_device(device or scenario.run.device)
+        self.precision = scenario.run.precision
+        self.dtype, self.cdtype = dtypes(self.precision)
         self._count = 0
         self._uma = None
         self._freqs = None
@@ -56,7 +74,7 @@ class ChannelSource:
         :param num_users: K (default ``scenario.prediction.num_users``)
         :param num_time: time samples spaced ``sample_spacing_s`` (default history + horizon)
         :param seed: explicit seed for this batch (else the source's running counter)
-        :returns: ``H`` complex64 ``[batch, num_time, K, M, F]``
+        :returns: ``H`` complex (complex64, or complex128 with ``run.precision = "double"``) ``[batch, num_time, K, M, F]`` on ``run.device``
         """
         if batch <= 0:
             raise LinksimError(f"batch must be > 0, got {batch}")
@@ -96,15 +114,17 @@ class ChannelSource:
                             polarization="dual" if dual else "single",
                             polarization_type="cross" if dual else "V",
                             antenna_pattern="38.901", carrier_frequency=ch.carrier_hz,
-                            device=self.device)
+                            precision=self.precision, device=str(self.device))
             ut = PanelArray(num_rows_per_panel=1, num_cols_per_panel=1, polarization="single",
                             polarization_type="V", antenna_pattern="omni",
-                            carrier_frequency=ch.carrier_hz, device=self.device)
+                            carrier_frequency=ch.carrier_hz, precision=self.precision,
+                            device=str(self.device))
             self._uma = UMa(carrier_frequency=ch.carrier_hz, o2i_model="low", ut_array=ut,
                             bs_array=bs, direction="uplink", enable_pathloss=False,
-                            enable_shadow_fading=False, device=self.device)
+                            enable_shadow_fading=False, precision=self.precision,
+                            device=str(self.device))
             self._freqs = subcarrier_frequencies(ch.num_subcarriers, ch.subcarrier_spacing_hz,
-                                                 device=self.device)
+                                                 precision=self.precision, device=str(self.device))
         return self._uma
 
     def _uma_batch(self, b, v_lo, v_hi, k, t, seed):
@@ -115,7 +135,7 @@ class ChannelSource:
         sionna.phy.config.seed = seed
         topo = gen_single_sector_topology(b, k, "uma", indoor_probability=self.ch.indoor_probability,
                                           min_ut_velocity=v_lo, max_ut_velocity=v_hi,
-                                          device=self.device)
+                                          precision=self.precision, device=str(self.device))
         if self._topology_shape not in (None, (b, k)):
             model.reset_topology()  # Sionna freezes topology shapes after the first call
         self._topology_shape = (b, k)
@@ -123,27 +143,29 @@ class ChannelSource:
         a, tau = model(num_time_samples=t, sampling_frequency=1.0 / self.ch.sample_spacing_s)
         h = cir_to_ofdm_channel(self._freqs, a, tau)      # [b, 1, M, K, 1, t, F]
         h = h[:, 0, :, :, 0].permute(0, 3, 2, 1, 4)       # [b, t, K, M, F]
-        return _normalise_per_user(h).to(torch.complex64).contiguous()
+        return _normalise_per_user(h).to(self.cdtype).contiguous()
 
     # ------------------------------------------------------------------ Rayleigh
     def _rayleigh_batch(self, b, v_lo, v_hi, k, t, seed):
         g = generator(seed, self.device)
         m, f = self.ch.num_bs_antennas, self.ch.num_subcarriers
         shape = (b, k, m, f)
+        dev = self.device
         if t == 1:
-            z = torch.complex(torch.randn(shape, generator=g), torch.randn(shape, generator=g))
-            return (z / math.sqrt(2)).unsqueeze(1).to(torch.complex64)
+            z = torch.complex(torch.randn(shape, generator=g, device=dev, dtype=self.dtype),
+                              torch.randn(shape, generator=g, device=dev, dtype=self.dtype))
+            return (z / math.sqrt(2)).unsqueeze(1).to(self.cdtype)
         n_sin = 32
-        speed = v_lo + (v_hi - v_lo) * torch.rand((b, k, 1, 1, 1), generator=g, dtype=torch.float64)
+        speed = v_lo + (v_hi - v_lo) * torch.rand((b, k, 1, 1, 1), generator=g, dtype=torch.float64, device=dev)
         fd = speed * self.ch.carrier_hz / C_LIGHT                         # [b,k,1,1,1]
-        alpha = 2 * math.pi * torch.rand(shape + (n_sin,), generator=g, dtype=torch.float64)
-        phi = 2 * math.pi * torch.rand(shape + (n_sin,), generator=g, dtype=torch.float64)
-        times = torch.arange(t, dtype=torch.float64) * self.ch.sample_spacing_s
+        alpha = 2 * math.pi * torch.rand(shape + (n_sin,), generator=g, dtype=torch.float64, device=dev)
+        phi = 2 * math.pi * torch.rand(shape + (n_sin,), generator=g, dtype=torch.float64, device=dev)
+        times = torch.arange(t, dtype=torch.float64, device=dev) * self.ch.sample_spacing_s
         out = []
         for tt in times:
             ph = 2 * math.pi * fd * torch.cos(alpha) * tt + phi
             out.append(torch.polar(torch.ones_like(ph), ph).sum(-1) / math.sqrt(n_sin))
-        return torch.stack(out, 1).to(torch.complex64)
+        return torch.stack(out, 1).to(self.cdtype)
 
 
 def _normalise_per_user(h: torch.Tensor) -> torch.Tensor:

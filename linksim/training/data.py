@@ -6,7 +6,6 @@ resumed run draws exactly the batches an uninterrupted one would.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -14,8 +13,9 @@ import torch
 from ..agents.base import Dims
 from ..blocks import get as get_block
 from ..blocks.precoders import wmmse_p_lambda
-from ..blocks.qam import random_symbols
-from ..chains.base import complex_noise
+from ..chains.detection import detection_batch, uplink
+from ..chains.precoding import precoding_batch
+from ..chains.prediction import noisy_history, prediction_batch
 from ..config import derive_seed, generator
 from ..scenario import Scenario
 
@@ -66,14 +66,15 @@ def _uniform(lo_hi, n, gen) -> torch.Tensor:
 
 
 class TaskData:
-    """Samples of one task from a channel pool. ``batch(size, seed)`` returns the dict described
-    in :mod:`linksim.agents.base`."""
+    """Samples of one task from a channel pool. ``batch(size, seed)`` returns the training batch
+    described in :mod:`linksim.agents.base`; :meth:`val_batches` the chain's batches (the same
+    builders and layout as a sweep, so validation counts metrics exactly as a sweep does)."""
 
     def __init__(self, task: str, pool: torch.Tensor, dims: Dims, sc: Scenario, train, seed: int):
         self.task, self.dims, self.sc, self.train = task, dims, sc, train
+        self.pool = pool
         if task == "detection":       # [N*F, M, K] uplink matrices
-            b, _, k, m, f = pool.shape
-            self.samples = pool[:, 0].permute(0, 3, 2, 1).reshape(b * f, m, k).contiguous()
+            self.samples = uplink(pool).contiguous()
         elif task == "precoding":     # [N*F, K, M] downlink matrices
             b, _, k, m, f = pool.shape
             self.samples = pool[:, 0].permute(0, 3, 1, 2).reshape(b * f, k, m).contiguous()
@@ -94,14 +95,11 @@ class TaskData:
         s = self.samples[pick]
         if self.task == "detection":
             nv = 10 ** (-_uniform(self.train.snr_db, size, gen) / 10)
-            idx, x = random_symbols((size, self.dims.num_users, self.dims.symbols_per_sample),
-                                    self.dims.bits_per_symbol, gen)
-            y = s @ x + complex_noise(x.shape[:1] + (s.shape[1], x.shape[2]), nv[:, None, None], gen)
-            return {"y": y, "h": s, "noise_var": nv, "x": x, "idx": idx}
+            return detection_batch(s, nv, self.dims.symbols_per_sample, self.dims.bits_per_symbol, gen)
         if self.task == "precoding":
             p_tx = 10 ** (_uniform(self.train.tx_power_dbw, size, gen) / 10)
             nv = torch.full((size,), 10 ** (self.sc.precoding.noise_power_dbw / 10))
-            out = {"h": s, "p_tx": p_tx, "noise_var": nv, "stage": stage}
+            out = precoding_batch(s, p_tx, nv) | {"stage": stage}
             if stage == "labels":
                 with torch.no_grad():
                     w = self._wmmse(s, p_tx, nv)
@@ -110,13 +108,31 @@ class TaskData:
             return out
         L = self.dims.history
         nv = 10 ** (-_uniform(self.train.snr_db, size, gen) / 10)
-        hist = s[:, :L] + complex_noise(s[:, :L].shape, nv[:, None, None], gen)
-        return {"hist": hist, "future": s[:, L:]}
+        return {"hist": noisy_history(s[:, :L], nv, gen), "future": s[:, L:]}
 
-    def fixed_batches(self, size: int, count: int, seed: int) -> list[dict]:
-        """``count`` batches of a fixed seed (validation), labels included for precoding."""
-        return [self.batch(size, derive_seed(seed, "val", i), "labels") for i in range(count)]
-
-
-def num_val_batches(data: TaskData, batch: int) -> int:
-    return max(1, min(8, math.ceil(len(data) / batch)))
+    def val_batches(self, size: int, seed: int, max_batches: int = 8) -> list[dict]:
+        """Validation batches in the chain's layout, from the pool in order, with the training
+        ranges of SNR / power drawn per sample from a fixed seed: detection and precoding take
+        ``size`` resource blocks per batch, prediction ``run.batch_size`` whole drops."""
+        out = []
+        if self.task == "prediction":
+            per = self.sc.run.batch_size
+            n = min(len(self.pool), per * max_batches)
+            for i, lo in enumerate(range(0, n, per)):
+                gen = generator(derive_seed(seed, "val", i))
+                h = self.pool[lo:lo + per]
+                nv = 10 ** (-_uniform(self.train.snr_db, h.shape[0], gen) / 10)
+                out.append(prediction_batch(h, self.dims.history, nv, gen))
+            return out
+        n = min(len(self), size * max_batches)
+        for i, lo in enumerate(range(0, n, size)):
+            gen = generator(derive_seed(seed, "val", i))
+            s = self.samples[lo:lo + size]
+            if self.task == "detection":
+                nv = 10 ** (-_uniform(self.train.snr_db, s.shape[0], gen) / 10)
+                out.append(detection_batch(s, nv, self.dims.symbols_per_sample, self.dims.bits_per_symbol, gen))
+            else:
+                p_tx = 10 ** (_uniform(self.train.tx_power_dbw, s.shape[0], gen) / 10)
+                nv = torch.full((s.shape[0],), 10 ** (self.sc.precoding.noise_power_dbw / 10))
+                out.append(precoding_batch(s, p_tx, nv))
+        return out

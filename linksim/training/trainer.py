@@ -17,16 +17,16 @@ from pathlib import Path
 
 import torch
 
-from ..agents import agent_tasks
+from ..agents import AgentBlock, agent_tasks
 from ..agents.base import Dims, build_model
 from ..agents.spec import read_agent, write_result
 from ..blocks import get as get_block
-from ..blocks.qam import hard_decision
 from ..config import derive_seed
 from ..errors import LinksimError
-from ..metrics import NMSE, ErrorRate, Mean
+from ..chains import CHAINS
+from ..registry import TASK_KIND
 from ..scenario import load_scenario
-from .data import TaskData, channel_pool, dataset_pool, num_val_batches
+from .data import TaskData, channel_pool, dataset_pool
 
 LOG_COLUMNS = ("step", "stage", "loss", "lr", "metric", "value")
 
@@ -50,41 +50,27 @@ REFERENCE = {"detection": "lmmse", "precoding": "wmmse", "prediction": "outdated
 
 
 @torch.no_grad()
-def task_metrics(block, task: str, batches: list[dict], dims: Dims) -> dict:
-    """Validation metrics of any block of ``task`` (trained or classical) on fixed batches."""
-    if task == "detection":
-        ser, nm = ErrorRate(), NMSE()
-        for b in batches:
-            x_hat = block(b["y"], b["h"], b["noise_var"])
-            ser.update((hard_decision(x_hat, dims.bits_per_symbol)[0] != b["idx"]).sum(), b["idx"].numel())
-            nm.update((x_hat - b["x"]).abs().square().sum(), b["x"].abs().square().sum())
-        return {"val_ser": ser.result()[0], "val_nmse_db": nm.result()[0]}
-    if task == "precoding":
-        from ..blocks.precoders import sum_rate
-        rate = Mean()
-        for b in batches:
-            rate.update(sum_rate(b["h"], block(b["h"], b["p_tx"], b["noise_var"]), b["noise_var"]))
-        return {"val_sum_rate": rate.result()[0]}
-    nm = NMSE()
+def task_metrics(block, task: str, batches: list[dict]) -> dict:
+    """Validation metrics ``{"val_<metric>": value}`` of any block of ``task`` (trained or
+    classical) on chain-layout batches, counted by the chain's own ``measure`` (one metric path:
+    the same batches in a sweep give the same numbers)."""
+    chain = CHAINS[task]
+    acc = chain.new_metrics()
     for b in batches:
-        fut = b["future"]
-        pred = block(b["hist"][:, :, None, None, :])[:, :, 0, 0, :]
-        nm.update((pred - fut).abs().square().sum(dim=(1, 2)), fut.abs().square().sum(dim=(1, 2)))
-    return {"val_nmse_db": nm.result()[0]}
+        chain.measure(block, b, acc)
+    return {f"val_{m}": a.result()[0] for m, a in acc.items()}
 
 
-def reference_metrics(task: str, batches: list[dict], dims: Dims) -> dict:
+def reference_metrics(task: str, batches: list[dict], sc) -> dict:
     """The classical reference's metrics on the validation batches (computed once per run)."""
     name = REFERENCE[task]
-    block = get_block(name, num_bits_per_symbol=dims.bits_per_symbol, horizon=dims.horizon)
-    first = next(iter(task_metrics(block, task, batches, dims).items()))
-    return {f"{first[0]}_{name}": first[1]}
+    block = get_block(name, kind=TASK_KIND[task], scenario=sc)
+    return {f"{k}_{name}": v for k, v in task_metrics(block, task, batches).items()}
 
 
-def validate(model, task: str, batches: list[dict], dims: Dims, reference: dict) -> dict:
+def validate(model, task: str, batches: list[dict], reference: dict) -> dict:
     """The model's validation metrics with the classical reference beside them."""
-    model.eval()
-    out = task_metrics(model, task, batches, dims) | reference
+    out = task_metrics(AgentBlock(model, task, "validation"), task, batches) | reference
     model.train()
     if task == "precoding":
         out["val_rate_ratio"] = out["val_sum_rate"] / out["val_sum_rate_wmmse"]
@@ -125,9 +111,8 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     train_data = TaskData(task, pool, dims, sc, tr, spec.seed)
     val_data = TaskData(task, channel_pool(sc, task, tr.val_drops, derive_seed(spec.seed, "val"),
                                            tr.speed_kmh, cache, show), dims, sc, tr, spec.seed + 1)
-    val = [_to(b, acc.device) for b in
-           val_data.fixed_batches(tr.batch_size, num_val_batches(val_data, tr.batch_size), spec.seed)]
-    reference = reference_metrics(task, val, dims)
+    val = [_to(b, acc.device) for b in val_data.val_batches(tr.batch_size, spec.seed)]
+    reference = reference_metrics(task, val, sc.replace(run={"device": str(acc.device)}))
 
     ckpt, state_file, log_file = spec.path / "checkpoint", spec.path / "checkpoint" / "step.json", \
         spec.path / "train_log.csv"
@@ -161,7 +146,7 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
         bar.set_postfix(loss=f"{lv:.4g}")
         done = step + 1
         if done % tr.val_every == 0 or done == total:
-            metrics = validate(acc.unwrap_model(wrapped).model, task, val, dims, reference)
+            metrics = validate(acc.unwrap_model(wrapped).model, task, val, reference)
             log_rows += [(done, stage, "", "", k, v) for k, v in metrics.items()]
             bar.set_postfix(loss=f"{lv:.4g}", **{k[4:]: v for k, v in list(metrics.items())[:1]})
         if done % tr.checkpoint_every == 0 or done == total:
@@ -175,7 +160,7 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     acc.wait_for_everyone()
     net = acc.unwrap_model(wrapped).model
     if not metrics:
-        metrics = validate(net, task, val, dims, reference)
+        metrics = validate(net, task, val, reference)
     result = {
         "task": task, "steps": total, "wall_time_s": round(wall_before + time.time() - t0, 1),
         "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),

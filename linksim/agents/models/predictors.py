@@ -1,9 +1,10 @@
-"""Learned channel predictors: per-antenna parallel prediction (as in LLM4CP) with RNN/LSTM/GRU or
-Transformer sequence cores.
+"""Learned channel predictors (task ``prediction``): per-antenna parallel prediction (as in
+LLM4CP) with RNN/LSTM/GRU or Transformer sequence cores.
 
 One *series* is one BS antenna's channel (towards one user) over time; each time step is the
 vector of its ``F`` subcarriers, fed to the network as ``2F`` reals (real parts, then imaginary
-parts). All four kinds share :class:`SeriesPredictor`; only the sequence core differs:
+parts: Sionna's :func:`~sionna.phy.mimo.utils.complex2real_vector`). All four architectures share
+:class:`SeriesPredictor`; only the sequence core differs:
 
 1. normalise: divide the series by the RMS of its own history, ``r = sqrt(mean_{L,F} |h|^2)``;
 2. core: ``[N, L, 2F] -> z [N, D]`` (a summary of the whole history);
@@ -30,39 +31,47 @@ __all__ = ["SeriesPredictor", "RNNPredictor", "LSTMPredictor", "GRUPredictor",
            "TransformerPredictor"]
 
 
-def _as_real(x: torch.Tensor) -> torch.Tensor:
-    """``[N, T, F]`` complex -> ``[N, T, 2F]`` float32 (real parts, then imaginary parts)."""
-    x = x.to(torch.complex64)
-    return torch.cat([x.real, x.imag], -1)
-
-
-def _as_complex(x: torch.Tensor) -> torch.Tensor:
-    """``[N, T, 2F]`` float32 -> ``[N, T, F]`` complex64."""
-    f = x.shape[-1] // 2
-    return torch.complex(x[..., :f].contiguous(), x[..., f:].contiguous())
-
-
 class SeriesPredictor(AgentModel):
-    r"""Base of the learned per-antenna predictors (see the module docstring for the mechanism).
+    r"""Base of the per-antenna predictors: normalise, encode the history, predict a residual.
 
-    Subclasses build ``self.core`` mapping ``x [N, L, 2F]`` float32 (normalised history) to
-    ``z [N, D]`` and call :meth:`_build_head` with ``D``.
+    A series :math:`\mathbf{h}_1, \dots, \mathbf{h}_L \in \mathbb{C}^F` (one BS antenna towards one
+    user, ``F`` subcarriers per time step) is predicted :math:`P` steps ahead as
 
-    Input / output (predictor protocol)
-    -----------------------------------
-    forward: ``h_hist [b, L, ..., F]`` complex (e.g. ``[b, L, K, M, F]``) -> ``[b, P, ..., F]``
-    complex64. Every index of the middle dims is an independent series.
+    .. math::
 
-    predict_series: ``hist [N, L, F]`` complex -> ``[N, P, F]`` complex64.
+        r = \sqrt{\frac{1}{LF}\sum_{l,f}|h_{l,f}|^2}, \qquad
+        \mathbf{z} = \operatorname{core}\left(\mathbf{x}_1 / r, \dots, \mathbf{x}_L / r\right), \qquad
+        \mathbf{x}_l = \begin{pmatrix}\Re\mathbf{h}_l \\ \Im\mathbf{h}_l\end{pmatrix}
+
+    .. math::
+
+        \begin{pmatrix}\Re\hat{\mathbf{h}}_{L+p} \\ \Im\hat{\mathbf{h}}_{L+p}\end{pmatrix}
+        = \mathbf{x}_L + r\,\mathbf{c}_p, \qquad
+        [\mathbf{c}_1; \dots; \mathbf{c}_P] = \mathbf{W}\mathbf{z} + \mathbf{b}, \qquad p = 1, \dots, P
+
+    (without :math:`\mathbf{x}_L` for ``residual=False``). The head :math:`(\mathbf{W},
+    \mathbf{b})` is initialised to zero, so an untrained model is exactly outdated CSI.
+    Subclasses build the core as :meth:`encode` (``x [N, L, 2F]`` float32, normalised history
+    -> ``z [N, D]``) and call :meth:`_build_head` with ``D``.
 
     Training loss (:meth:`training_loss`, batch keys ``hist [B, L, F]``, ``future [B, P, F]``):
     the mean squared error in the history-normalised domain,
 
     .. math:: \mathcal L = \frac{1}{B P F} \sum_{b,p,f} |\hat h_{b,p,f} - h_{b,p,f}|^2 / r_b^2 ,
 
-    with ``r_b`` the RMS of sample b's (noisy) history. Since ``r_b^2`` estimates the series'
-    power, this is approximately the linear NMSE (per-sample normalised); its value at
-    initialisation is the normalised MSE of outdated CSI.
+    with :math:`r_b` the RMS of sample b's (noisy) history. Since :math:`r_b^2` estimates the
+    series' power, this is approximately the linear NMSE (per-sample normalised); its value at
+    initialisation is the normalised MSE of outdated CSI. ``loss="log_nmse"``: the mean over
+    samples of :math:`\ln(\mathrm{NMSE}_b + 10^{-6})` instead.
+
+    :param dims: scenario sizes (uses ``num_subcarriers`` F, ``history`` L, ``horizon`` P)
+    :param residual: add the prediction to the last history sample (default True)
+    :param loss: ``"mse"`` (default) or ``"log_nmse"``
+
+    :input h_hist: [b, L, ..., F], `torch.complex`. Channel history, e.g. ``[b, L, K, M, F]``;
+        every index of the middle dimensions is an independent series.
+
+    :output h_future: [b, P, ..., F], `torch.complex64`. The predicted next ``P`` samples.
     """
 
     def __init__(self, dims: Dims, residual: bool = True, loss: str = "mse"):
@@ -100,7 +109,9 @@ class SeriesPredictor(AgentModel):
 
     def _normalised(self, hist: torch.Tensor):
         """``hist [N,L,F]`` -> (``x [N,L,2F]`` real in the original scale, ``rms [N,1,1]``)."""
-        x = _as_real(hist.to(self.head.weight.device))
+        from sionna.phy.mimo.utils import complex2real_vector
+
+        x = complex2real_vector(hist.to(self.head.weight.device).to(torch.complex64))
         rms = torch.sqrt(torch.mean(x * x, (1, 2), keepdim=True) * 2.0)   # mean |h|^2 over L, F
         return x, rms.clamp_min(1e-30)
 
@@ -109,11 +120,13 @@ class SeriesPredictor(AgentModel):
 
     def predict_series(self, hist: torch.Tensor) -> torch.Tensor:
         """``hist [N, L, F]`` complex -> ``[N, P, F]`` complex64."""
+        from sionna.phy.mimo.utils import real2complex_vector
+
         self._check(hist)
         x, rms = self._normalised(hist)
         corr = self._correction(x / rms) * rms
         y = x[:, -1:] + corr if self.residual else corr
-        return _as_complex(y)
+        return real2complex_vector(y)
 
     def forward(self, h_hist: torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(h_hist) or h_hist.dim() < 3:
@@ -130,6 +143,8 @@ class SeriesPredictor(AgentModel):
         """History-normalised MSE of the ``P`` predicted steps (see the class docstring), or with
         ``loss = "log_nmse"`` the mean over samples of ln(NMSE_i): every sample counts alike in dB,
         so slow users (small errors) are not drowned by fast ones as they are under a plain MSE."""
+        from sionna.phy.mimo.utils import complex2real_vector
+
         hist, fut = batch["hist"], batch["future"]
         self._check(hist)
         if fut.shape != (hist.shape[0], self.horizon, self.num_subcarriers):
@@ -139,7 +154,7 @@ class SeriesPredictor(AgentModel):
         xn = x / rms
         corr = self._correction(xn)
         pred = xn[:, -1:] + corr if self.residual else corr
-        tgt = _as_real(fut.to(x.device)) / rms
+        tgt = complex2real_vector(fut.to(x.device).to(torch.complex64)) / rms
         if self.loss == "log_nmse":
             err = (pred - tgt).square().sum(dim=(1, 2)) / tgt.square().sum(dim=(1, 2)).clamp_min(1e-12)
             return torch.log(err + 1e-6).mean()
@@ -167,49 +182,128 @@ class _RecurrentPredictor(SeriesPredictor):
         return out[:, -1]
 
 
+_RECURRENT_DOC = r"""
+
+    The core of :class:`SeriesPredictor` embeds each normalised step and runs :math:`N`
+    (``num_layers``) stacked {name} layers of width :math:`D` (``hidden``) over the :math:`L`
+    history steps; :math:`\mathbf{{z}}` is the top layer's output after the last step:
+
+    .. math::
+
+        \mathbf{{e}}_l = \mathbf{{W}}_{{\text{{in}}}}\,\mathbf{{x}}_l / r + \mathbf{{b}}_{{\text{{in}}}},
+        \qquad \mathbf{{z}} = \operatorname{{{name}}}_{{N}}(\mathbf{{e}}_1, \dots, \mathbf{{e}}_L)_L
+        \in \mathbb{{R}}^{{D}},
+
+    {cell}.
+    The zero-initialised head then predicts the :math:`P` future steps in parallel as a residual on
+    the last history sample (see :class:`SeriesPredictor`). Any history length :math:`L` works.
+
+    :param dims: scenario sizes (uses ``num_subcarriers`` F, ``history`` L, ``horizon`` P)
+    :param hidden: width :math:`D` of the embedding and of the recurrent state (default 128)
+    :param num_layers: number of stacked recurrent layers :math:`N` (default 4)
+    :param dropout: dropout between recurrent layers (default 0.0; ignored for one layer)
+    :param residual: add the prediction to the last history sample (default True)
+    :param loss: ``"mse"`` (default) or ``"log_nmse"``, see :class:`SeriesPredictor`
+
+    :input h_hist: [b, L, ..., F], `torch.complex`. Channel history, e.g. ``[b, L, K, M, F]``;
+        every index of the middle dimensions is an independent series.
+
+    :output h_future: [b, P, ..., F], `torch.complex64`. The predicted next ``P`` samples.
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        import torch
+        from linksim.agents import Dims, build_model
+
+        dims = Dims(num_bs_antennas=16, num_users=4, num_subcarriers=48, history=16, horizon=4,
+                    bits_per_symbol=4, symbols_per_sample=6)
+        model = build_model("{arch}", dims, {{"hidden": 64}})   # untrained: outdated CSI
+        h_hist = torch.randn(2, 16, 4, 16, 48, dtype=torch.complex64)
+        h_future = model(h_hist)
+        # h_future.shape = torch.Size([2, 4, 4, 16, 48]); untrained, every step is h_hist[:, -1]
+    """
+
+
 @register_arch("rnn", tasks=("prediction",))
 class RNNPredictor(_RecurrentPredictor):
-    """Per-antenna predictor with an Elman RNN core (tanh), see :class:`SeriesPredictor`.
-
-    Hparams: ``hidden=128``, ``num_layers=4``, ``dropout=0.0``, ``residual=True``.
-    """
+    __doc__ = "Per-antenna channel predictor with an Elman RNN core (tanh)." + _RECURRENT_DOC.format(
+        name="RNN", arch="rnn",
+        cell="each layer computes\n    :math:`\\mathbf{u}_l = \\tanh(\\mathbf{W}\\mathbf{e}_l + "
+             "\\mathbf{U}\\mathbf{u}_{l-1} + \\mathbf{b})`\n    (the next layer's input is "
+             "this layer's :math:`\\mathbf{u}_l`)")
 
     cell = nn.RNN
 
 
 @register_arch("lstm", tasks=("prediction",))
 class LSTMPredictor(_RecurrentPredictor):
-    """Per-antenna predictor with an LSTM core, see :class:`SeriesPredictor`.
-
-    Hparams: ``hidden=128``, ``num_layers=4``, ``dropout=0.0``, ``residual=True``.
-    """
+    __doc__ = "Per-antenna channel predictor with an LSTM core." + _RECURRENT_DOC.format(
+        name="LSTM", arch="lstm",
+        cell="each layer is a ``torch.nn.LSTM`` layer (input, forget and output gates, cell "
+             "state;\n    the output is its hidden state)")
 
     cell = nn.LSTM
 
 
 @register_arch("gru", tasks=("prediction",))
 class GRUPredictor(_RecurrentPredictor):
-    """Per-antenna predictor with a GRU core, see :class:`SeriesPredictor`.
-
-    Hparams: ``hidden=128``, ``num_layers=4``, ``dropout=0.0``, ``residual=True``.
-    """
+    __doc__ = "Per-antenna channel predictor with a GRU core." + _RECURRENT_DOC.format(
+        name="GRU", arch="gru",
+        cell="each layer is a ``torch.nn.GRU`` layer (reset and update gates; the output is "
+             "its\n    hidden state)")
 
     cell = nn.GRU
 
 
 @register_arch("transformer", tasks=("prediction",))
 class TransformerPredictor(SeriesPredictor):
-    """Parallel Transformer predictor (after Jiang et al. 2022), see :class:`SeriesPredictor`.
+    r"""Parallel Transformer channel predictor (after Jiang et al. 2022).
 
-    Core: ``Linear(2F, d_model)`` token embedding of each history step plus a learned positional
-    embedding over the L steps, a ``torch.nn.TransformerEncoder`` (pre-norm, GELU, batch-first,
-    ``num_layers`` layers, ``nhead`` heads, feed-forward ``dim_feedforward``), a final LayerNorm,
-    then all L output tokens flattened (``D = L * d_model``) into the shared head, which emits the P
-    future steps in parallel (no decoder, no autoregressive rollout). L is fixed to
-    ``dims.history``.
+    The core of :class:`SeriesPredictor`: a token embedding of each normalised history step plus a
+    learned positional embedding :math:`\mathbf{q}_l` over the :math:`L` steps (token width
+    :math:`d` = ``d_model``), a Transformer encoder (``torch.nn.TransformerEncoder``: pre-norm,
+    GELU, batch-first, ``num_layers`` layers, ``nhead`` heads, feed-forward width
+    ``dim_feedforward``), a final LayerNorm, then all :math:`L` output tokens flattened,
 
-    Hparams: ``d_model=64``, ``nhead=4``, ``num_layers=3``, ``dim_feedforward=256``,
-    ``dropout=0.0``, ``residual=True``.
+    .. math::
+
+        \mathbf{e}_l = \mathbf{W}_{\text{in}}\,\mathbf{x}_l / r + \mathbf{b}_{\text{in}}
+            + \mathbf{q}_l, \qquad
+        \mathbf{z} = \operatorname{vec}\left(\operatorname{LayerNorm}\left(
+            \operatorname{Encoder}(\mathbf{e}_1, \dots, \mathbf{e}_L)\right)\right)
+            \in \mathbb{R}^{L d},
+
+    into the shared zero-initialised head, which emits the :math:`P` future steps in parallel (no
+    decoder, no autoregressive rollout; see :class:`SeriesPredictor`). :math:`L` is fixed to
+    ``dims.history`` (the positional embedding, initialised :math:`\mathcal{N}(0, 0.02^2)`).
+
+    :param dims: scenario sizes (uses ``num_subcarriers`` F, ``history`` L, ``horizon`` P)
+    :param d_model: token width :math:`d` (default 64; a multiple of ``nhead``)
+    :param nhead: attention heads (default 4)
+    :param num_layers: encoder layers (default 3)
+    :param dim_feedforward: feed-forward width of each encoder layer (default 256)
+    :param dropout: dropout inside the encoder layers (default 0.0)
+    :param residual: add the prediction to the last history sample (default True)
+    :param loss: ``"mse"`` (default) or ``"log_nmse"``, see :class:`SeriesPredictor`
+
+    :input h_hist: [b, L, ..., F], `torch.complex`. Channel history with ``L = dims.history``,
+        e.g. ``[b, L, K, M, F]``; every index of the middle dimensions is an independent series.
+
+    :output h_future: [b, P, ..., F], `torch.complex64`. The predicted next ``P`` samples.
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        import linksim
+
+        sc = linksim.load_scenario("scenarios/quick.toml")      # run from the repository root
+        predictor = linksim.blocks.get("agent:agents/transformer", kind="predictor", scenario=sc)
+        h = linksim.ChannelSource(sc, seed=1).sample(2)         # [2, L + P, K, M, F]
+        h_future = predictor(h[:, :16])
+        # h_future.shape = torch.Size([2, 4, 4, 16, 48]), to compare with h[:, 16:]
     """
 
     fixed_history = True

@@ -1,13 +1,11 @@
-"""Learned precoder: a CNN predicting the optimal-structure parameters ``(p, lambda)``.
+"""Learned precoder (task ``precoding``): a CNN predicting the optimal-structure parameters
+``(p, lambda)``.
 
 Following Xia et al. 2020 ("A deep learning framework for optimization of MISO downlink
 beamforming"), the network does not output the beamformer itself but the ``2K`` parameters of the
-sum-rate-optimal structure (Björnson, Bengtsson & Ottersten 2014),
-
-    w_k = sqrt(p_k) * w~_k / ||w~_k||,   w~_k = (sigma^2 I + sum_j lambda_j h_j^H h_j)^{-1} h_k^H,
-
-which :func:`linksim.blocks.precoders.structured_beamformer` evaluates (differentiably, in
-complex128, with ``p`` rescaled so that ``sum |w|^2 = p_tx`` exactly). The budget therefore holds by
+sum-rate-optimal structure (Björnson, Bengtsson & Ottersten 2014), which
+:func:`linksim.blocks.precoders.structured_beamformer` evaluates (differentiably, in complex128,
+with ``p`` rescaled so that ``sum |w|^2 = p_tx`` exactly). The budget therefore holds by
 construction, whatever the network outputs.
 """
 from __future__ import annotations
@@ -27,66 +25,95 @@ __all__ = ["CNNPrecoder"]
 class CNNPrecoder(AgentModel):
     r"""CNN predicting the optimal beamforming structure ``(p, lambda)`` (Xia et al. 2020).
 
+    The precoder is the sum-rate-optimal structure (Björnson, Bengtsson & Ottersten 2014)
+
+    .. math::
+
+        \mathbf{w}_k = \sqrt{p_k}\,\frac{\tilde{\mathbf{w}}_k}{\|\tilde{\mathbf{w}}_k\|}, \qquad
+        \tilde{\mathbf{w}}_k = \Big(\sigma^2\mathbf{I}_M
+            + \sum_{j=1}^{K}\lambda_j\,\mathbf{h}_j^{\mathsf{H}}\mathbf{h}_j\Big)^{-1}
+            \mathbf{h}_k^{\mathsf{H}}
+
+    (:func:`~linksim.blocks.precoders.structured_beamformer`, with ``p`` rescaled to
+    :math:`\sum_k\|\mathbf{w}_k\|^2 = P` = ``p_tx``), whose ``2K`` parameters the network predicts:
+
+    .. math::
+
+        \mathbf{p} = P\operatorname{softmax}(\mathbf{a}), \qquad
+        \boldsymbol{\lambda} = P\operatorname{softmax}(\mathbf{b}), \qquad
+        [\mathbf{a}; \mathbf{b}] = \operatorname{CNN}(\text{features}, \bar{s}).
+
+    Both are positive and sum to :math:`P`, the convention of
+    :func:`~linksim.blocks.precoders.wmmse_p_lambda` (:math:`\sum_k\lambda_k = P` at the sum-rate
+    optimum; ``p`` is rescaled to ``p_tx`` by the beamformer anyway).
+
     Input features (``features``):
 
     - ``"h"`` (default, as in Xia et al.): the channel normalised by its per-sample RMS,
-      ``h / sqrt(mean |h|^2)``, as a 3-channel ``K x M`` image (real part, imaginary part,
-      magnitude; the magnitude channel makes the user gains directly visible to the convolutions).
-    - ``"gram"``: the normalised Gram matrix ``h_n h_n^H / M`` (``h_n`` as above) as a 2-channel
-      ``K x K`` image (real, imaginary). It is a sufficient statistic (the SINRs of any beamformer in
-      the row space of ``h`` depend on ``h`` only through ``G``) and is invariant to unitary
-      transforms on the antenna side, so it needs fewer parameters and samples; an option for
-      ablations.
+      :math:`\mathbf{h}_n = \mathbf{h} / \sqrt{\operatorname{mean}|h|^2}`, as a 3-channel
+      :math:`K \times M` image (real part, imaginary part, magnitude; the magnitude channel makes
+      the user gains directly visible to the convolutions).
+    - ``"gram"``: the normalised Gram matrix :math:`\mathbf{h}_n\mathbf{h}_n^{\mathsf{H}} / M` as a
+      2-channel :math:`K \times K` image (real, imaginary). It is a sufficient statistic (the SINRs
+      of any beamformer in the row space of :math:`\mathbf{h}` depend on :math:`\mathbf{h}` only
+      through the Gram matrix) and is invariant to unitary transforms on the antenna side, so it
+      needs fewer parameters and samples; an option for ablations.
 
-    Plus one scalar: the effective SNR ``s = 10 log10(p_tx * mean|h|^2 / noise_var)`` dB, fed as
-    ``(s - snr_ref_db) / snr_scale_db``. For unit-average-gain channels this is the usual
-    ``10 log10(p_tx / noise_var)``; including the channel gain makes the pair (normalised ``h``,
-    ``s``) an exact sufficient statistic of the optimal ``(p/p_tx, lambda/p_tx)``, which are
-    invariant under the joint scaling ``h -> c h``, ``p_tx/noise_var -> p_tx/(c^2 noise_var)``.
-    One model thus serves several powers, noise levels and path losses.
+    Plus one scalar: the effective SNR
+
+    .. math::
+
+        s = 10\log_{10}\frac{P\,\operatorname{mean}|h|^2}{\sigma^2}\ \text{dB}, \qquad
+        \bar{s} = (s - s_{\text{ref}}) / s_{\text{scale}}
+
+    (``snr_ref_db``, ``snr_scale_db``). For unit-average-gain channels this is the usual
+    :math:`10\log_{10}(P/\sigma^2)`; including the channel gain makes the pair (normalised
+    :math:`\mathbf{h}`, :math:`s`) an exact sufficient statistic of the optimal
+    :math:`(\mathbf{p}/P, \boldsymbol{\lambda}/P)`, which are invariant under the joint scaling
+    :math:`\mathbf{h} \to c\,\mathbf{h}`, :math:`P/\sigma^2 \to P/(c^2\sigma^2)`. One model thus
+    serves several powers, noise levels and path losses.
 
     Network: ``len(channels)`` ``Conv2d(kernel_size, padding='same') + ReLU`` layers, flatten,
-    concatenate the SNR feature, two ``Linear(hidden) + ReLU`` layers, ``Linear(2K)``. The last
+    concatenate :math:`\bar{s}`, two ``Linear(hidden) + ReLU`` layers, ``Linear(2K)``. The last
     layer is initialised to zero, so an untrained model outputs equal powers and equal
-    ``lambda = p_tx / K`` (RZF directions with equal power per user).
+    :math:`\lambda_k = P / K` (RZF directions with equal power per user).
 
-    Outputs: ``p = p_tx * softmax(a)`` and ``lambda = p_tx * softmax(b)`` (``a, b`` the two halves of
-    the ``2K`` outputs): positive, each summing to ``p_tx``, the convention of
-    :func:`~linksim.blocks.precoders.wmmse_p_lambda` (``sum(lambda) = p_tx`` at the sum-rate
-    optimum; ``p`` is rescaled to ``p_tx`` by the beamformer anyway).
+    K is fixed to ``dims.num_users`` (the LLM paper, Zheng & Dai, serves K = 3..8 with one
+    model; a CNN on a :math:`K \times M` image with a dense head has a fixed K). M is fixed to
+    ``dims.num_bs_antennas`` for ``features="h"``; the ``"gram"`` features work for any M.
 
-    K is fixed to ``dims.num_users`` (the paper trains its LLM on K = 3..8; a CNN on a ``K x M``
-    image with a dense head has a fixed K). M is fixed to ``dims.num_bs_antennas`` for
-    ``features="h"``; the ``"gram"`` features work for any M.
+    Training (:meth:`training_loss`): ``stage="labels"`` fits :math:`(\mathbf{p}/P,
+    \boldsymbol{\lambda}/P)` to WMMSE's, ``stage="rate"`` maximises the sum-rate.
 
-    Parameters
-    ----------
-    dims : Dims
-        Uses ``num_users`` (K) and ``num_bs_antennas`` (M).
-    channels : sequence of int
-        Output channels of the conv layers (default ``(32, 32, 32)``).
-    kernel_size : int
-        Conv kernel size (default 3, "same" padding).
-    hidden : int
-        Width of the two hidden dense layers (default 256).
-    features : str
-        ``"h"`` (default) or ``"gram"``.
-    snr_ref_db, snr_scale_db : float
-        Centre and scale of the SNR input feature (defaults 10 and 10 dB).
+    :param dims: scenario sizes (uses ``num_users`` K and ``num_bs_antennas`` M)
+    :param channels: output channels of the conv layers (default ``(32, 32, 32)``)
+    :param kernel_size: conv kernel size (default 3, "same" padding)
+    :param hidden: width of the two hidden dense layers (default 256)
+    :param features: ``"h"`` (default) or ``"gram"``
+    :param snr_ref_db: centre :math:`s_{\text{ref}}` of the SNR input feature (default 10 dB)
+    :param snr_scale_db: scale :math:`s_{\text{scale}}` of the SNR input feature (default 10 dB)
 
-    Input
-    -----
-    h : [b, K, M], complex
-        Downlink channel.
-    p_tx : float or [b] tensor
-        Total power budget.
-    noise_var : float or [b] tensor
-        Noise variance.
+    :input h: [b, K, M], `torch.complex`. Downlink channel (row k = user k).
+    :input p_tx: `float` or [b], `torch.float`. Total power budget :math:`P`.
+    :input noise_var: `float` or [b], `torch.float`. Noise variance :math:`\sigma^2`.
 
-    Output
-    ------
-    w : [b, M, K], torch.complex64
-        Precoder with ``sum |w|^2 = p_tx`` per sample.
+    :output w: [b, M, K], complex dtype of ``h`` (`torch.complex64` for complex64 ``h``). Precoder
+        with :math:`\sum|w|^2 = P` per sample.
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        import torch
+        from linksim.agents import Dims, build_model
+
+        dims = Dims(num_bs_antennas=16, num_users=4, num_subcarriers=48, history=16, horizon=4,
+                    bits_per_symbol=4, symbols_per_sample=6)
+        model = build_model("cnn", dims, {"features": "gram"})   # untrained: RZF, equal powers
+        h = torch.randn(8, 4, 16, dtype=torch.complex64)
+        w = model(h, 1.0, 0.1)
+        # w.shape = torch.Size([8, 16, 4]); (w.abs() ** 2).sum((1, 2)) = 1
+        p, lam = model.predict_p_lambda(h, 1.0, 0.1)            # [8, 4] each, summing to 1
     """
 
     def __init__(self, dims: Dims, channels=(32, 32, 32), kernel_size: int = 3, hidden: int = 256,

@@ -1,0 +1,96 @@
+"""Device-clean chains and one metric path.
+
+A machine without a GPU cannot run ``device = "cuda"``, so the chains are run with the scenario on
+the CPU while PyTorch's *default* device is ``meta``: any tensor or generator a chain or block
+creates without naming the scenario's device lands on ``meta``, where it holds no values, and the
+run fails (mixing devices) or its metrics are not numbers. The same runs must give exactly the
+numbers of a plain run.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import linksim
+from linksim.agents import AgentBlock, build_model
+from linksim.chains import CHAINS, LoopBlock
+from linksim.registry import ARCHS, BLOCKS, TASK_KIND
+from linksim.training.data import TaskData
+from linksim.training.trainer import task_metrics
+
+from conftest import tiny
+
+SC = tiny(detection={"max_samples": 8, "min_samples": 8}, prediction={"num_samples": 8},
+          precoding={"num_samples": 8})
+
+
+def _blocks(task, sc):
+    """Every registered block usable in ``task`` plus an untrained model of every arch serving it."""
+    kind = TASK_KIND.get(task)
+    if task == "loop":
+        return {"ar+wmmse": LoopBlock(linksim.blocks.get("ar", "predictor", sc),
+                                      linksim.blocks.get("wmmse", "precoder", sc)),
+                "genie+dpc_bound": LoopBlock(linksim.blocks.get("genie", "predictor", sc),
+                                             linksim.blocks.get("dpc_bound", "precoder", sc))}
+    out = {n: linksim.blocks.get(n, kind, sc) for n, s in BLOCKS.items() if s.serves == kind}
+    torch.manual_seed(0)
+    for arch, spec in ARCHS.items():
+        if task in spec.tasks:
+            dims = linksim.agents.Dims.from_scenario(sc, task)
+            out[f"agent-{arch}"] = AgentBlock(build_model(arch, dims, {}), task, arch)
+    return out
+
+
+def _run(chain, blocks, default_device=None):
+    """Run the chain's default point with ``default_device`` as PyTorch's default device (the
+    blocks are built before, as a sweep builds them before its points)."""
+    torch.set_default_device(default_device)
+    try:
+        acc = chain.run_point(blocks, chain.point())
+    finally:
+        torch.set_default_device(None)
+    return {(lb, m): a.result()[0] for lb, ms in acc.items() for m, a in ms.items()}
+
+
+@pytest.mark.parametrize("task", sorted(CHAINS))
+def test_chain_creates_every_tensor_on_the_scenario_device(task):
+    blocks = _blocks(task, SC)
+    plain = _run(CHAINS[task](SC), blocks)
+    strict = _run(CHAINS[task](SC), blocks, "meta")
+    assert strict == plain
+    assert all(math.isfinite(v) or v == float("-inf") for v in plain.values())
+
+
+def test_unknown_or_unavailable_device_is_one_line_error():
+    with pytest.raises(linksim.LinksimError, match="device"):
+        CHAINS["precoding"](SC.replace(run={"device": "tpu"}))
+    if not torch.cuda.is_available():
+        with pytest.raises(linksim.LinksimError, match="CUDA is not available"):
+            CHAINS["precoding"](SC.replace(run={"device": "cuda"}))
+
+
+@pytest.mark.parametrize("task", sorted(TASK_KIND))
+def test_validation_and_sweep_count_the_same_on_the_same_drops(task):
+    """Training validation and a sweep share the chain's metric code: a sweep point's batches fed
+    to the trainer's validation give the sweep's numbers."""
+    chain = CHAINS[task](SC)
+    point = chain.point()
+    name = {"detection": "lmmse", "precoding": "wmmse", "prediction": "ar"}[task]
+    block = linksim.blocks.get(name, TASK_KIND[task], SC)
+    sweep = {f"val_{m}": a.result()[0] for m, a in chain.run_point({name: block}, point)[name].items()}
+    assert task_metrics(block, task, list(chain.batches(point))) == sweep
+
+
+@pytest.mark.parametrize("task", sorted(TASK_KIND))
+def test_validation_batches_are_chain_batches(task):
+    """The trainer's validation batches carry exactly the keys the chain's measure reads."""
+    chain = CHAINS[task](SC)
+    sweep_keys = set(next(iter(chain.batches(chain.point()))))
+    dims = linksim.agents.Dims.from_scenario(SC, task)
+    t = SC.prediction.history + SC.prediction.horizon if task == "prediction" else 1
+    pool = linksim.ChannelSource(SC).sample(4, num_users=dims.num_users, num_time=t)
+    from linksim.agents.spec import TrainSpec
+    val = TaskData(task, pool, dims, SC, TrainSpec(), 0).val_batches(16, seed=0)
+    assert val and all(sweep_keys - {"subcarriers"} <= set(b) for b in val)

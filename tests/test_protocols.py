@@ -1,0 +1,144 @@
+"""Generic protocol tests, parametrised over the registries: every registered block of every kind and
+every agent architecture gets them for free (no hard-coded lists)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_model, save_model
+
+import linksim
+from linksim.agents import AgentBlock, Dims, build_model
+from linksim.agents.spec import TrainSpec
+from linksim.blocks.precoders import sum_rate
+from linksim.registry import ARCHS, BLOCKS, REFERENCE, TASK_KIND
+from linksim.training.data import TaskData
+
+from conftest import tiny
+
+SC = tiny()
+B = 6
+
+
+def _inputs(kind: str, cdtype=torch.complex64, seed: int = 0):
+    """Seeded inputs of a block kind on the tiny scenario (M = 8 antennas, K = 2 users)."""
+    g = torch.Generator().manual_seed(seed)
+    m, k, f = SC.channel.num_bs_antennas, SC.detection.num_users, SC.channel.num_subcarriers
+    rdt = torch.float64 if cdtype == torch.complex128 else torch.float32
+
+    def cn(*shape):
+        return torch.complex(torch.randn(shape, generator=g, dtype=rdt), torch.randn(shape, generator=g, dtype=rdt)) / 2 ** 0.5
+
+    if kind == "precoder":
+        return (cn(B, k, m), 2.0, 0.1)
+    if kind == "detector":
+        return (cn(B, m, 3), cn(B, m, k), 0.1)
+    L, P = SC.prediction.history, SC.prediction.horizon
+    h = cn(B, 1, k, m, f) * torch.exp(1j * 0.05 * torch.arange(L + P, dtype=rdt))[None, :, None, None, None]
+    return (h[:, :L], h[:, L:])
+
+
+def _check_output(kind: str, out, inputs, cdtype):
+    assert out.dtype == cdtype and out.device == torch.device(SC.run.device)
+    assert torch.isfinite(torch.view_as_real(out)).all()
+    if kind == "precoder":
+        h, p_tx, _ = inputs
+        assert out.shape == (B, h.shape[2], h.shape[1])
+        power = out.abs().square().sum((1, 2))
+        assert (power <= p_tx * (1 + 1e-5)).all(), power
+    elif kind == "detector":
+        y, h, _ = inputs
+        assert out.shape == (B, h.shape[2], y.shape[2])
+    else:
+        hist, fut = inputs
+        assert out.shape == fut.shape
+
+
+def _call(block, kind, inputs):
+    if block.kind == REFERENCE:
+        return block(*inputs) if kind != "predictor" else block(*inputs)
+    return block(*inputs[:1]) if kind == "predictor" else block(*inputs)
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+@pytest.mark.parametrize("precision", ["single", "double"])
+def test_every_block_follows_its_protocol(name, precision):
+    spec = BLOCKS[name]
+    sc = SC.replace(run={"precision": precision})
+    block = linksim.blocks.get(name, kind=spec.serves, scenario=sc)
+    assert block.kind == spec.kind and block.serves == spec.serves and spec.doc
+    cdtype = torch.complex128 if precision == "double" else torch.complex64
+    inputs = _inputs(spec.serves, cdtype)
+    out = _call(block, spec.serves, inputs)
+    if spec.kind == REFERENCE and spec.serves == "precoder":
+        # a limit curve: its rate bounds every registered precoder's on the same channels
+        h, p_tx, nv = inputs
+        assert out.shape == (B,) and out.dtype == torch.float64
+        for other in linksim.blocks.names("precoder"):
+            w = linksim.blocks.get(other, kind="precoder", scenario=sc)(h, p_tx, nv)
+            assert (sum_rate(h, w, nv) <= out * (1 + 1e-6)).all(), other
+        return
+    if spec.kind == REFERENCE:
+        assert torch.equal(out, inputs[1])
+        return
+    _check_output(spec.serves, out, inputs, cdtype)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in BLOCKS.items() if s.kind != REFERENCE))
+def test_double_precision_agrees_with_single(name):
+    kind = BLOCKS[name].kind
+    lo = linksim.blocks.get(name, kind=kind, scenario=SC)
+    hi = linksim.blocks.get(name, kind=kind, scenario=SC.replace(run={"precision": "double"}))
+    x_lo = _inputs(kind, torch.complex64, seed=3)
+    x_hi = tuple(v.to(torch.complex128) if torch.is_tensor(v) else v for v in x_lo)
+    a, b = _call(lo, kind, x_lo), _call(hi, kind, x_hi)
+    torch.testing.assert_close(a.to(torch.complex128), b, rtol=2e-4, atol=2e-4)
+
+
+def _tiny_dims(task):
+    return Dims.from_scenario(SC, task)
+
+
+ARCH_TASKS = [(a, t) for a in sorted(ARCHS) for t in ARCHS[a].tasks]
+
+
+def _pool(task):
+    src = linksim.ChannelSource(SC.replace(channel={"model": "rayleigh"}), seed=5)
+    t = SC.prediction.history + SC.prediction.horizon if task == "prediction" else 1
+    return src.sample(4, num_users=_tiny_dims(task).num_users, num_time=t, speed_kmh=60.0)
+
+
+@pytest.mark.parametrize("arch, task", ARCH_TASKS)
+def test_every_arch_saves_loads_and_serves_its_protocol(arch, task, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(arch, _tiny_dims(task), {})
+    assert task in model.tasks and model.arch == arch
+    f = tmp_path / "model.safetensors"
+    save_model(model, str(f))
+    torch.manual_seed(1)
+    again = build_model(arch, _tiny_dims(task), {})
+    load_model(again, str(f), strict=True)
+    kind = TASK_KIND[task]
+    inputs = _inputs(kind)
+    a, b = AgentBlock(model, task, arch), AgentBlock(again, task, arch)
+    out = _call(a, kind, inputs)
+    assert torch.equal(out, _call(b, kind, inputs))
+    _check_output(kind, out, inputs, torch.complex64)
+
+
+@pytest.mark.parametrize("arch, task", ARCH_TASKS)
+def test_every_arch_training_loss_falls(arch, task):
+    """Fitting one fixed batch: the loss must fall (any trainable model can do this)."""
+    torch.manual_seed(0)
+    dims = _tiny_dims(task)
+    model = build_model(arch, dims, {})
+    data = TaskData(task, _pool(task), dims, SC, TrainSpec(), seed=0)
+    batch = data.batch(32, seed=1, stage="labels")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(40):
+        loss = model.training_loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.05 * abs(losses[0]), (arch, losses[0], losses[-1])
