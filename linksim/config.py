@@ -76,11 +76,11 @@ class Config:
 
     @property
     def dtype(self) -> torch.dtype:
-        return PRECISIONS[self.precision][0]
+        return dtypes(self.precision)[0]
 
     @property
     def cdtype(self) -> torch.dtype:
-        return PRECISIONS[self.precision][1]
+        return dtypes(self.precision)[1]
 
     def __repr__(self) -> str:
         return f"Config(seed={self.seed}, device={str(self.device)!r}, precision={self.precision!r})"

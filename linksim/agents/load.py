@@ -5,9 +5,9 @@ import hashlib
 
 import torch
 
-from ..config import PRECISIONS, check_device, check_precision, config
+from ..config import check_device, check_precision, config, dtypes
 from ..errors import LinksimError
-from ..registry import KIND_TASK, arch_spec
+from ..registry import KIND_TASK, TASK_KIND, arch_spec
 from .base import AgentModel, Dims, build_model
 from .spec import AgentSpec, read_agent
 
@@ -48,11 +48,11 @@ class AgentBlock(torch.nn.Module):
         super().__init__()
         self.model = model.eval()
         self.task = task
-        self.kind = self.serves = {v: k for k, v in KIND_TASK.items()}[task]
+        self.kind = self.serves = TASK_KIND[task]
         self.name = name
         self.fingerprint = fingerprint
         self.precision = config.precision if precision is None else check_precision(precision)
-        self.cdtype = PRECISIONS[self.precision][1]
+        self.cdtype = dtypes(self.precision)[1]
 
     @property
     def device(self) -> torch.device:

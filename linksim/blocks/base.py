@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config import PRECISIONS, check_device, check_precision, config
+from ..config import check_device, check_precision, config, dtypes
 
 
 class Block(torch.nn.Module):
@@ -41,11 +41,11 @@ class Block(torch.nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return PRECISIONS[self._precision][0]
+        return dtypes(self._precision)[0]
 
     @property
     def cdtype(self) -> torch.dtype:
-        return PRECISIONS[self._precision][1]
+        return dtypes(self._precision)[1]
 
     def cast(self, x):
         """A tensor input on the block's device, complex ones in ``cdtype``; non-tensors as given."""

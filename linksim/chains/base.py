@@ -155,9 +155,12 @@ class Chain:
 
 
 def complex_noise(shape, var, gen: torch.Generator, dtype: torch.dtype = torch.complex64) -> torch.Tensor:
-    """CN(0, var) samples of complex ``dtype`` on the generator's device; ``var`` a float or a
-    tensor broadcastable to ``shape``."""
+    """CN(0, var) samples of complex ``dtype`` on the generator's device; ``var`` a float, a
+    per-sample ``[shape[0]]`` tensor (one variance per row), or a tensor broadcastable to ``shape``."""
     real = torch.float64 if dtype == torch.complex128 else torch.float32
-    std = (torch.as_tensor(var, dtype=real, device=gen.device) / 2).sqrt()
+    var = torch.as_tensor(var, dtype=real, device=gen.device)
+    if var.dim() == 1 and len(shape) > 1:
+        var = var.reshape((-1,) + (1,) * (len(shape) - 1))
+    std = (var / 2).sqrt()
     return torch.complex(torch.randn(shape, generator=gen, device=gen.device, dtype=real) * std,
                          torch.randn(shape, generator=gen, device=gen.device, dtype=real) * std)

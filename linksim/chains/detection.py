@@ -31,8 +31,7 @@ def detection_batch(h: torch.Tensor, noise_var, num_slots: int, bits_per_symbol:
     """
     n, m, k = h.shape
     idx, x = random_symbols((n, k, num_slots), bits_per_symbol, gen, dtype=h.dtype)
-    nv = noise_var if isinstance(noise_var, float) else noise_var[:, None, None]
-    y = h @ x + complex_noise((n, m, num_slots), nv, gen, h.dtype)
+    y = h @ x + complex_noise((n, m, num_slots), noise_var, gen, h.dtype)
     return {"y": y, "h": h, "noise_var": noise_var, "x": x, "idx": idx,
             "bits": symbols_to_bits(idx, bits_per_symbol), "bits_per_symbol": bits_per_symbol,
             "drops": n if drops is None else drops}

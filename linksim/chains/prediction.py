@@ -13,8 +13,7 @@ from .base import Chain, Point, complex_noise
 def noisy_history(h_hist: torch.Tensor, noise_var, gen: torch.Generator) -> torch.Tensor:
     """History plus CN(0, noise_var) noise per entry (the channel has unit gain per entry);
     ``noise_var`` a float or a ``[b]`` tensor (one SNR per drop)."""
-    nv = noise_var if isinstance(noise_var, float) else noise_var.reshape((-1,) + (1,) * (h_hist.dim() - 1))
-    return h_hist + complex_noise(h_hist.shape, nv, gen, h_hist.dtype)
+    return h_hist + complex_noise(h_hist.shape, noise_var, gen, h_hist.dtype)
 
 
 def prediction_batch(h: torch.Tensor, history: int, noise_var, gen: torch.Generator) -> dict:
