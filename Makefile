@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean bench agents baselines
+.PHONY: demo test setup clean bench agents baselines llm
 
 setup: $(STAMP)
 
@@ -27,12 +27,17 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
-# retrain the shipped agents (about 50 min on one core), then redraw results/baselines/
+# retrain the shipped agents (about 50 min on one core, plus ~45 min for llm-multitask), then
+# redraw results/baselines/
 agents: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/linksim train agents/*/
 
 baselines: $(STAMP)
 	$(BIN)/linksim baselines --out results/baselines
+
+# the multi-task LLM agent beside every baseline (five sweeps, about 15 min on 2 cores)
+llm: $(STAMP)
+	$(BIN)/linksim llm --out results/llm
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -3,11 +3,13 @@
 1. ChannelSource vs the raw Sionna calls on the same configuration     (goal: ratio >= 0.95)
 2. linksim detection chain (LMMSE) vs a raw Sionna pipeline             (goal: ratio >= 0.9)
 3. WMMSE (and the other precoders, the DPC bound) time per sample
+4. The LLM agent (bench/llm.py, about 2 min on one thread; --skip-llm leaves it out): PRE inference
+   vs WMMSE, prefix cache vs concat, training samples/s and MFU, training memory fp32 vs 4-bit
 
 ratio = raw time / linksim time (1.0 = same speed, > 1 = linksim faster). Repeats are interleaved
 and the median is reported, so background load hits both sides alike.
 
-    python bench/run.py [--scenario scenarios/quick.toml] [--repeats 5]
+    python bench/run.py [--scenario scenarios/quick.toml] [--repeats 5] [--skip-llm] [--llm-repeats 3]
 """
 from __future__ import annotations
 
@@ -121,12 +123,17 @@ def main():
     ap.add_argument("--scenario", default="scenarios/quick.toml")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--skip-llm", action="store_true", help="leave out the LLM-agent benches")
+    ap.add_argument("--llm-repeats", type=int, default=3)
     a = ap.parse_args()
     sc = linksim.load_scenario(a.scenario)
     print(f"linksim bench on {a.scenario}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     bench_channel(sc, a.batch, a.repeats)
     bench_detection(sc, a.batch, a.repeats)
     bench_precoders(sc, 256, a.repeats)
+    if not a.skip_llm:
+        import llm      # bench/llm.py, imported only when used: it loads the LLM stack
+        llm.run(a.scenario, a.llm_repeats)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Named sets of sweeps with their figures: ``linksim demo`` and ``linksim baselines``."""
+"""Named sets of sweeps with their figures: ``linksim demo``, ``linksim baselines``, ``linksim llm``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +25,22 @@ BASELINES = (
      "zf_det,lmmse,kbest,agent:agents/oampnet-paper", "snr_db=-15:0:3"),
 )
 
-CAMPAIGNS = {"demo": DEMO, "baselines": BASELINES}
+LLM_AGENT = "agent:agents/llm-multitask"
+
+# the multi-task LLM agent beside every baseline of each task (issue: "the five sweeps")
+LLM = (
+    ("prediction", None, "prediction",
+     f"outdated,ar,agent:agents/rnn,agent:agents/lstm,agent:agents/gru,agent:agents/transformer,{LLM_AGENT}",
+     "speed_kmh=10:100:10"),
+    ("precoding", None, "precoding", f"zf,wmmse,agent:agents/cnn,{LLM_AGENT},dpc_bound", "tx_power_dbw=-10:10:5"),
+    ("users", None, "precoding", f"zf,wmmse,{LLM_AGENT},dpc_bound", "num_users=3:8:1"),
+    ("detection", None, "detection",
+     f"lmmse,agent:agents/detnet,agent:agents/oampnet,{LLM_AGENT},kbest", "snr_db=0:20:4"),
+    ("loop", None, "loop",
+     f"outdated+wmmse,ar+wmmse,agent:agents/gru+wmmse,{LLM_AGENT}+wmmse,genie+wmmse", "speed_kmh=10:100:30"),
+)
+
+CAMPAIGNS = {"demo": DEMO, "baselines": BASELINES, "llm": LLM}
 
 
 def run_campaign(name: str, scenario: str | Path, out: str | Path, progress: bool = True) -> list[Path]:

@@ -1,4 +1,4 @@
-"""Command line: ``linksim {sweep,plot,list,dataset,train,demo,baselines}``. Bad input: one line, exit 2."""
+"""Command line: ``linksim {sweep,plot,list,dataset,train,demo,baselines,llm}``. Bad input: one line, exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     for name, helptext in (("demo", "the classical blocks on the quick scenario, with figures"),
-                           ("baselines", "classical and trained baselines (agents/), with figures")):
+                           ("baselines", "classical and trained baselines (agents/), with figures"),
+                           ("llm", "the multi-task LLM agent beside every baseline, with figures")):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("--scenario", default="scenarios/quick.toml")
         s.add_argument("--out", default=f"results/{name}")

@@ -22,7 +22,7 @@ each task it was trained for.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import LinksimError
@@ -60,6 +60,7 @@ class ArchSpec:
     cls: type
     tasks: tuple[str, ...]
     doc: str
+    tiny: dict = field(default_factory=dict)   # hparams of a small instance for generic tests
 
 
 BLOCKS: dict[str, BlockSpec] = {}
@@ -93,10 +94,11 @@ def register_block(name: str, kind: str, serves: str | None = None):
     return deco
 
 
-def register_arch(name: str, tasks: tuple[str, ...] | list[str]):
+def register_arch(name: str, tasks: tuple[str, ...] | list[str], tiny: dict | None = None):
     """Class decorator: register an agent architecture under ``name`` for ``tasks``.
 
-    Sets ``cls.arch`` and ``cls.tasks``. The class is built as ``cls(dims, **hparams)``.
+    Sets ``cls.arch`` and ``cls.tasks``. The class is built as ``cls(dims, **hparams)``; ``tiny``
+    are the hparams of a small, fast instance that the generic protocol tests build (default ``{}``).
     """
     tasks = tuple(tasks)
     if not tasks or any(t not in TASK_KIND for t in tasks):
@@ -107,7 +109,7 @@ def register_arch(name: str, tasks: tuple[str, ...] | list[str]):
     def deco(cls):
         cls.arch = name
         cls.tasks = tasks
-        ARCHS[name] = ArchSpec(name, cls, tasks, _first_line(cls))
+        ARCHS[name] = ArchSpec(name, cls, tasks, _first_line(cls), dict(tiny or {}))
         return cls
 
     return deco

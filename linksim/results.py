@@ -55,6 +55,17 @@ class ResultsStore:
         if self.csv.exists():
             self.rows = read_rows(self.csv)
 
+    def check_writable(self) -> None:
+        """Create the folder if needed and write, then remove, a probe file in it, so that an
+        unwritable ``--out`` is refused before anything is computed."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.dir, prefix=".probe.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise LinksimError(f"--out {self.dir}: not a writable folder ({e.strerror or e})") from None
+
     def done(self, task: str, block: str, x_name: str, x: float) -> bool:
         return any(r["task"] == task and r["block"] == block and r["x_name"] == x_name
                    and float(r["x"]) == float(x) for r in self.rows)

@@ -1,6 +1,7 @@
 """Sweeps: run blocks of one task over a grid of one parameter, resumable, into a ResultsStore."""
 from __future__ import annotations
 
+import math
 import platform
 import subprocess
 import time
@@ -16,8 +17,13 @@ from .results import ResultsStore
 from .scenario import Scenario, load_scenario
 
 
+#: most points a START:STOP:STEP grid may have (refused before the grid is built)
+MAX_POINTS = 10_000
+
+
 def parse_over(text: str | None) -> tuple[str | None, list[float] | None]:
-    """``NAME=START:STOP:STEP`` (STOP included), ``NAME=V1,V2,...`` or ``NAME=V``."""
+    """``NAME=START:STOP:STEP`` (STOP included), ``NAME=V1,V2,...`` or ``NAME=V``; every number
+    finite, a grid at most :data:`MAX_POINTS` points."""
     if not text:
         return None, None
     if "=" not in text:
@@ -27,16 +33,28 @@ def parse_over(text: str | None) -> tuple[str | None, list[float] | None]:
     if name not in SWEEP_PARAMS:
         raise LinksimError(f"--over {name!r}: unknown parameter (choose from {', '.join(SWEEP_PARAMS)})")
     try:
-        if ":" in spec:
-            start, stop, step = (float(v) for v in spec.split(":"))
-            if step <= 0 or stop < start:
-                raise LinksimError(f"--over {text!r}: empty grid (need STEP > 0 and STOP >= START)")
-            values = list(np.round(np.arange(start, stop + step / 2, step), 10))
-        else:
-            values = [float(v) for v in spec.split(",")]
+        numbers = [float(v) for v in spec.split(":" if ":" in spec else ",")]
     except ValueError:
         raise LinksimError(f"--over {text!r}: values must be numbers (NAME=START:STOP:STEP)") from None
-    return name, [float(v) for v in values]
+    bad = [v for v in numbers if not math.isfinite(v)]
+    if bad:
+        raise LinksimError(f"--over {text!r}: {bad[0]} is not a finite number")
+    if ":" not in spec:
+        return name, numbers
+    if len(numbers) != 3:
+        raise LinksimError(f"--over {text!r}: expected NAME=START:STOP:STEP")
+    return name, _grid(text, *numbers)
+
+
+def _grid(text: str, start: float, stop: float, step: float) -> list[float]:
+    """START, START+STEP, ... up to STOP included; its size is checked before it is built."""
+    if step <= 0 or stop < start:
+        raise LinksimError(f"--over {text!r}: empty grid (need STEP > 0 and STOP >= START)")
+    span = (stop - start) / step                       # inf when it overflows
+    if span >= MAX_POINTS:                             # i.e. floor(span) + 1 > MAX_POINTS
+        n = math.floor(span) + 1 if math.isfinite(span) else span
+        raise LinksimError(f"--over {text!r}: {n} points, more than {MAX_POINTS}; use a larger STEP")
+    return [float(v) for v in np.round(np.arange(start, stop + step / 2, step), 10)]
 
 
 def block_label(name: str) -> str:
@@ -84,14 +102,15 @@ def sweep(scenario: str | Path | Scenario, task: str, blocks: list[str], over: s
         raise LinksimError(f"--task {task!r}: choose from {', '.join(CHAINS)}")
     if not blocks:
         raise LinksimError("--blocks: give at least one block name")
-    chain = CHAINS[task](sc)
     x_name, values = parse_over(over)
+    chain = CHAINS[task](sc)
     points = [chain.point(x_name, v) for v in values] if values else [chain.point()]
     built = {block_label(n): make_block(n, chain, sc) for n in blocks}
     if len(built) != len(blocks):
         raise LinksimError(f"--blocks: duplicate block names in {','.join(blocks)}")
 
     store = ResultsStore(out)
+    store.check_writable()
     meta = store.meta()
     if meta and meta.get("scenario_hash") != sc.hash:
         raise LinksimError(f"{store.meta_path}: holds results of another scenario "
@@ -105,15 +124,17 @@ def sweep(scenario: str | Path | Scenario, task: str, blocks: list[str], over: s
     t0 = time.time()
     budgets = [chain.budget(p) for p in points]
     bar = _bar(sum(budgets), f"{task} {len(blocks)} block(s)", progress)
-    for p, cum in zip(points, np.cumsum(budgets)):
-        todo = {lb: b for lb, b in built.items() if not store.done(task, lb, p.x_name, p.x)}
-        if todo:
-            bar.set_postfix_str(f"{p.x_name}={p.x:g}")
-            acc = chain.run_point(todo, p, progress=bar.update)
-            store.add([_row(task, lb, p, metric, a) for lb, ms in acc.items() for metric, a in ms.items()])
-        bar.n = int(cum)  # a point may stop early (enough errors) or be skipped (already done)
-        bar.refresh()
-    bar.close()
+    try:  # a point's rows are written once it is finished; an error keeps the earlier ones
+        for p, cum in zip(points, np.cumsum(budgets)):
+            todo = {lb: b for lb, b in built.items() if not store.done(task, lb, p.x_name, p.x)}
+            if todo:
+                bar.set_postfix_str(f"{p.x_name}={p.x:g}")
+                acc = chain.run_point(todo, p, progress=bar.update)
+                store.add([_row(task, lb, p, metric, a) for lb, ms in acc.items() for metric, a in ms.items()])
+            bar.n = int(cum)  # a point may stop early (enough errors) or be skipped (already done)
+            bar.refresh()
+    finally:  # clear the bar, so that an error message starts on its own line
+        bar.close()
     _update_meta(store, meta, sc, task, blocks, over, time.time() - t0, weights)
     return store
 

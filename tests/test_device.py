@@ -39,7 +39,7 @@ def _blocks(task, sc):
     for arch, spec in ARCHS.items():
         if task in spec.tasks:
             dims = linksim.agents.Dims.from_scenario(sc, task)
-            out[f"agent-{arch}"] = AgentBlock(build_model(arch, dims, {}), task, arch)
+            out[f"agent-{arch}"] = AgentBlock(build_model(arch, dims, spec.tiny), task, arch)
     return out
 
 

@@ -27,6 +27,7 @@ Training batches (complex tensors complex64, real ones float32):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -49,23 +50,66 @@ class Dims:
     horizon: int            # P
     bits_per_symbol: int
     symbols_per_sample: int  # T
+    sample_spacing_us: int = 500   # CSI sample spacing (the LLM's instruction states it)
 
     @classmethod
     def from_scenario(cls, sc: Scenario, task: str) -> "Dims":
         section = getattr(sc, SECTION[task])
         return cls(sc.channel.num_bs_antennas, section.num_users, sc.channel.num_subcarriers,
                    sc.prediction.history, sc.prediction.horizon, sc.detection.bits_per_symbol,
-                   sc.detection.symbols_per_sample)
+                   sc.detection.symbols_per_sample, round(sc.channel.sample_spacing_s * 1e6))
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+# the sizes an agent must share with the scenario it runs in, per task (architectures may differ:
+# :meth:`AgentModel.check_dims`)
+MUST_MATCH = {
+    "detection": ("num_bs_antennas", "num_users", "bits_per_symbol"),
+    "precoding": ("num_bs_antennas", "num_users"),
+    "prediction": ("num_subcarriers", "history", "horizon"),   # per-antenna: any M and K
+}
+
+
 class AgentModel(torch.nn.Module):
-    """Base of the trained architectures. ``arch`` and ``tasks`` are set by ``register_arch``."""
+    """Base of the trained architectures. ``arch`` and ``tasks`` are set by ``register_arch``.
+
+    Storage and size checks have defaults that fit single-file models; an architecture with other
+    files (the LLM agent: heads + a LoRA adapter) overrides :meth:`save_weights`,
+    :meth:`load_weights` and :meth:`weight_files`. ``prediction_layout`` says how prediction
+    training samples are cut: ``"antenna"`` (one BS antenna's series, ``hist [B, L, F]``) or
+    ``"user"`` (all antennas of a user, ``hist [B, L, M, F]``).
+    """
 
     arch = ""
     tasks: tuple[str, ...] = ()
+    prediction_layout = "antenna"
+    dims: Dims
+
+    def check_dims(self, task: str, wanted: Dims) -> list[str]:
+        """What keeps this model from serving ``task`` at the sizes ``wanted`` (empty: nothing)."""
+        return [f"{k}={getattr(self.dims, k)} (scenario: {getattr(wanted, k)})"
+                for k in MUST_MATCH[task] if getattr(self.dims, k) != getattr(wanted, k)]
+
+    def save_weights(self, folder: Path) -> None:
+        """Write the trained weights into the agent folder (default: ``model.safetensors``)."""
+        from safetensors.torch import save_model
+
+        from .spec import WEIGHTS
+        save_model(self, str(Path(folder) / WEIGHTS))
+
+    def load_weights(self, folder: Path) -> None:
+        """Read them back (strict: every tensor must match)."""
+        from safetensors.torch import load_model
+
+        from .spec import WEIGHTS
+        load_model(self, str(Path(folder) / WEIGHTS), strict=True)
+
+    def weight_files(self, folder: Path) -> list[Path]:
+        """The files :meth:`save_weights` writes (their hash is the agent's fingerprint)."""
+        from .spec import WEIGHTS
+        return [Path(folder) / WEIGHTS]
 
     def task_forward(self, task: str, *inputs):
         """The block protocol of ``task`` (single-task models: ``forward``)."""
@@ -81,6 +125,8 @@ def build_model(arch: str, dims: Dims, hparams: dict) -> AgentModel:
     """``ARCHS[arch].cls(dims, **hparams)``; bad options are a one-line ``LinksimError``."""
     cls = arch_spec(arch).cls
     try:
-        return cls(dims, **hparams)
+        model = cls(dims, **hparams)
     except TypeError as e:
         raise LinksimError(f"agent arch {arch!r}: bad [model] options ({e})") from None
+    model.dims = dims
+    return model

@@ -8,15 +8,8 @@ import torch
 from ..config import check_device, check_precision, config, dtypes
 from ..errors import LinksimError
 from ..registry import KIND_TASK, TASK_KIND, arch_spec
-from .base import AgentModel, Dims, build_model
+from .base import MUST_MATCH, AgentModel, Dims, build_model  # noqa: F401  (MUST_MATCH re-exported)
 from .spec import AgentSpec, read_agent
-
-# the sizes an agent must share with the scenario it runs in, per task
-MUST_MATCH = {
-    "detection": ("num_bs_antennas", "num_users", "bits_per_symbol"),
-    "precoding": ("num_bs_antennas", "num_users"),
-    "prediction": ("num_subcarriers", "history", "horizon"),   # per-antenna: any M and K
-}
 
 
 def agent_tasks(spec: AgentSpec) -> tuple[str, ...]:
@@ -91,8 +84,6 @@ def load_agent(path: str, kind: str, scenario, precision: str | None = None,
         x = linksim.blocks.qam.random_symbols((2, 4, 6), 4)[1]                               # [2,4,6]
         x_hat = det(h @ x, h, 1e-3)                                                          # [2,4,6]
     """
-    from safetensors.torch import load_model
-
     spec = read_agent(path)
     if kind not in KIND_TASK:
         raise LinksimError(f"agent:{path}: a {kind} cannot be an agent (agents serve "
@@ -106,17 +97,20 @@ def load_agent(path: str, kind: str, scenario, precision: str | None = None,
         raise LinksimError(f"agent:{path}: not trained yet (no {spec.weights.name}); run `linksim train {path}`")
     trained = Dims(**spec.result["dims"])
     wanted = Dims.from_scenario(scenario, task)
-    diff = [f"{k}={getattr(trained, k)} (scenario: {getattr(wanted, k)})"
-            for k in MUST_MATCH[task] if getattr(trained, k) != getattr(wanted, k)]
+    model = build_model(spec.arch, trained, spec.model)
+    diff = model.check_dims(task, wanted)
     if diff:
         raise LinksimError(f"agent:{path}: trained for other sizes than {scenario.path}: {', '.join(diff)}")
-    model = build_model(spec.arch, trained, spec.model)
+    recorded = spec.result.get("backbone", {}).get("fingerprint")
+    if recorded and recorded != getattr(model, "fingerprint", recorded):
+        raise LinksimError(f"agent:{path}: backbone {spec.model.get('backbone', {}).get('source', 'smollm2')!r} "
+                           f"has fingerprint {model.fingerprint}, the agent was trained on {recorded}")
     try:
-        load_model(model, str(spec.weights), strict=True)
+        model.load_weights(spec.path)
     except Exception as e:   # safetensors raises its own error types for damaged files
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise LinksimError(f"agent:{path}: {spec.weights.name} cannot be loaded as {spec.arch!r} ({first})") from None
+        raise LinksimError(f"agent:{path}: its weights cannot be loaded as {spec.arch!r} ({first})") from None
     dev = check_device(device if device is not None else scenario.run.device)
-    digest = hashlib.sha256(spec.weights.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in model.weight_files(spec.path))).hexdigest()[:16]
     return AgentBlock(model.to(dev), task, spec.path.name, digest,
                       precision if precision is not None else scenario.run.precision)

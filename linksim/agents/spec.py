@@ -49,6 +49,9 @@ class TrainSpec:
     val_every: int = 250
     checkpoint_every: int = 250
     dataset: str = ""             # an exported HDF5 (`linksim dataset`) to train on instead of a pool
+    # several tasks (one batch of each per step): weights of the per-task losses, batch sizes
+    loss_weights: dict = field(default_factory=lambda: {"prediction": 1.0, "detection": 5.0, "precoding": 0.2})
+    batch_sizes: dict = field(default_factory=dict)   # per-task override of batch_size
 
 
 @dataclass
@@ -109,7 +112,15 @@ def read_agent(path: str | Path) -> AgentSpec:
         if key not in names:
             raise LinksimError(f"{f}: unknown key 'train.{key}' (known: {', '.join(names)})")
         default = getattr(TrainSpec(), key)
-        if isinstance(default, list):
+        if isinstance(default, dict):
+            ok = isinstance(value, dict) and all(k in TASK_KIND and isinstance(v, (int, float))
+                                                 and not isinstance(v, bool) and v >= 0 for k, v in value.items())
+            if not ok:
+                raise LinksimError(f"{f}: train.{key} must map tasks ({', '.join(TASK_KIND)}) to numbers "
+                                   f">= 0, got {value!r}")
+            cast = float if key == "loss_weights" else int
+            value = default | {k: cast(v) for k, v in value.items()}
+        elif isinstance(default, list):
             ok = (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
                   and value[0] <= value[1])
             if not ok:

@@ -20,6 +20,23 @@ from ..scenario import Scenario
 SWEEP_PARAMS = ("snr_db", "speed_kmh", "tx_power_dbw", "num_users")
 
 
+class NonFiniteOutput(LinksimError):
+    """A block returned NaN/Inf entries; :meth:`Chain.run_point` names the block and the point."""
+
+    def __init__(self, count: int):
+        super().__init__(f"a block's output has {count} non-finite values (NaN/Inf)")
+        self.count = count
+
+
+def finite(out: torch.Tensor) -> torch.Tensor:
+    """``out`` unchanged, or :class:`NonFiniteOutput` if any entry is NaN or Inf. Chains pass every
+    block output through it, so that no metric is ever computed from one."""
+    ok = torch.isfinite(out)
+    if not ok.all():
+        raise NonFiniteOutput(int(ok.numel() - ok.sum()))
+    return out
+
+
 @dataclass(frozen=True)
 class Point:
     """One sweep point: the scenario with ``x_name = x`` applied."""
@@ -140,12 +157,18 @@ class Chain:
 
     def run_point(self, blocks: dict, point: Point, progress=None) -> dict[str, dict]:
         """Run ``blocks`` (label -> block) at one point; return label -> {metric: accumulator}.
-        All blocks see the same batches (paired comparisons)."""
+        All blocks see the same batches (paired comparisons). A block output with NaN/Inf stops
+        the point with a :class:`LinksimError` naming the block, the point and the count."""
         acc = {label: self.new_metrics() for label in blocks}
         drops = 0
         for batch in self.batches(point):
             for label, block in blocks.items():
-                self.measure(block, batch, acc[label])
+                try:
+                    self.measure(block, batch, acc[label])
+                except NonFiniteOutput as e:
+                    raise LinksimError(f"block '{label}' at {point.x_name}={point.x:g}: {e.count} non-finite "
+                                       "values (NaN/Inf) in its output; stopped, no row written for "
+                                       "this point") from None
             drops += batch["drops"]
             if progress:
                 progress(batch["drops"])

@@ -6,7 +6,7 @@ import torch
 
 from ..blocks.qam import hard_decision, random_symbols, symbols_to_bits
 from ..metrics import NMSE, ErrorRate
-from .base import Chain, Point, complex_noise
+from .base import Chain, Point, complex_noise, finite
 
 
 def uplink(h: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,7 @@ class DetectionChain(Chain):
     @staticmethod
     def measure(block, batch, acc):
         nb, x, idx = batch["bits_per_symbol"], batch["x"], batch["idx"]
-        x_hat = block(batch["y"], batch["h"], batch["noise_var"])
+        x_hat = finite(block(batch["y"], batch["h"], batch["noise_var"]))
         idx_hat, _ = hard_decision(x_hat, nb)
         acc["ser"].update((idx_hat != idx).sum(), idx.numel())
         acc["ber"].update((symbols_to_bits(idx_hat, nb) != batch["bits"]).sum(), batch["bits"].numel())

@@ -8,7 +8,7 @@ import torch
 from ..blocks.precoders import sum_rate
 from ..metrics import Mean
 from ..registry import REFERENCE
-from .base import Chain, Point
+from .base import Chain, Point, finite
 
 
 def downlink(h: torch.Tensor, t: int, subcarriers: str) -> torch.Tensor:
@@ -25,8 +25,8 @@ def rate_of(block, h_design, h_true, p_tx, noise_var) -> torch.Tensor:
     """Sum-rate [bit/s/Hz] ``[n]`` on ``h_true`` of the precoder designed on ``h_design``; a
     reference block (e.g. dpc_bound) is given the true channel and returns its limit itself."""
     if block.kind == REFERENCE:
-        return block(h_true, p_tx, noise_var)
-    w = block(h_design, p_tx, noise_var)
+        return finite(block(h_true, p_tx, noise_var))
+    w = finite(block(h_design, p_tx, noise_var))
     return sum_rate(h_true, w, noise_var)
 
 

@@ -7,7 +7,7 @@ import torch
 
 from ..metrics import NMSE
 from ..registry import REFERENCE
-from .base import Chain, Point, complex_noise
+from .base import Chain, Point, complex_noise, finite
 
 
 def noisy_history(h_hist: torch.Tensor, noise_var, gen: torch.Generator) -> torch.Tensor:
@@ -25,7 +25,7 @@ def prediction_batch(h: torch.Tensor, history: int, noise_var, gen: torch.Genera
 
 def predict(block, hist: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
     """Run a predictor; a reference block (the genie) is also handed the true future."""
-    return block(hist, future) if block.kind == REFERENCE else block(hist)
+    return finite(block(hist, future) if block.kind == REFERENCE else block(hist))
 
 
 def update_nmse(acc: NMSE, h_hat: torch.Tensor, future: torch.Tensor) -> None:

@@ -44,15 +44,30 @@ TEMPLATES = {
 def prompt_fields(scenario: Scenario, task: str, num_users: int | None = None) -> dict:
     """The numbers a task's description names, read from ``scenario`` (``num_users`` overrides
     the task's user count, e.g. for one precoding model serving several K)."""
-    ch = scenario.channel
-    section = {"prediction": scenario.prediction, "precoding": scenario.precoding,
-               "detection": scenario.detection}[task]
-    return {"antennas": ch.num_bs_antennas, "subcarriers": ch.num_subcarriers,
-            "spacing_ms": ch.sample_spacing_s * 1e3, "history": scenario.prediction.history,
-            "horizon": scenario.prediction.horizon,
-            "users": section.num_users if num_users is None else int(num_users),
-            "modulation": qam_name(scenario.detection.bits_per_symbol),
-            "slots": scenario.detection.symbols_per_sample}
+    from ..agents.base import Dims
+
+    return dims_fields(Dims.from_scenario(scenario, task), num_users)
+
+
+def dims_fields(dims, num_users: int | None = None) -> dict:
+    """:func:`prompt_fields` from an agent's :class:`~linksim.agents.base.Dims`."""
+    return {"antennas": dims.num_bs_antennas, "subcarriers": dims.num_subcarriers,
+            "spacing_ms": dims.sample_spacing_us / 1e3, "history": dims.history, "horizon": dims.horizon,
+            "users": dims.num_users if num_users is None else int(num_users),
+            "modulation": qam_name(dims.bits_per_symbol), "slots": dims.symbols_per_sample}
+
+
+def instruction_for(task: str, dims, mode: str = "text", num_users: int | None = None) -> str:
+    """:func:`instruction` from an agent's sizes (what the LLM agent uses)."""
+    if task not in TEMPLATES:
+        raise LinksimError(f"task {task!r}: choose from {', '.join(TEMPLATES)}")
+    if mode not in PROMPT_MODES:
+        raise LinksimError(f"prompt = {mode!r}: choose from {', '.join(PROMPT_MODES)}")
+    if mode == "none":
+        return ""
+    ident, desc, instr = TEMPLATES[task]
+    fields = dims_fields(dims, num_users)
+    return f"{ident} {desc.format(**fields)} <Instruction> {instr.format(**fields)}"
 
 
 def instruction(task: str, scenario: Scenario, mode: str = "text", num_users: int | None = None) -> str:
@@ -77,10 +92,6 @@ def instruction(task: str, scenario: Scenario, mode: str = "text", num_users: in
     """
     if task not in TEMPLATES:
         raise LinksimError(f"task {task!r}: choose from {', '.join(TEMPLATES)}")
-    if mode not in PROMPT_MODES:
-        raise LinksimError(f"prompt = {mode!r}: choose from {', '.join(PROMPT_MODES)}")
-    if mode == "none":
-        return ""
-    ident, desc, instr = TEMPLATES[task]
-    fields = prompt_fields(scenario, task, num_users)
-    return f"{ident} {desc.format(**fields)} <Instruction> {instr.format(**fields)}"
+    from ..agents.base import Dims
+
+    return instruction_for(task, Dims.from_scenario(scenario, task), mode, num_users)

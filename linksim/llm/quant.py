@@ -127,6 +127,22 @@ def unpack(packed: torch.Tensor, n: int) -> torch.Tensor:
     return torch.stack([packed >> 4, packed & 15], -1).reshape(-1)[:n]
 
 
+class _NF4MatMul(torch.autograd.Function):
+    """``x @ W^T + b`` with the NF4 weight decoded again in backward instead of kept: autograd would
+    otherwise hold one fp32 copy of every quantised weight until backward, more memory than the
+    fp32 model it replaces. The weight is frozen: only ``x`` gets a gradient."""
+
+    @staticmethod
+    def forward(ctx, x, layer):
+        ctx.layer = layer
+        b = None if layer.bias is None else layer.bias.to(x.dtype)
+        return F.linear(x, layer.dequantize(x.dtype), b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad @ ctx.layer.dequantize(grad.dtype), None
+
+
 class NF4Linear(nn.Module):
     r"""Frozen linear layer :math:`\mathbf{y} = \mathbf{x}\hat{\mathbf{W}}^{\mathsf T} + \mathbf{b}`
     with :math:`\hat{\mathbf{W}}` stored as packed NF4 codes + float32 block absmax.
@@ -183,8 +199,7 @@ class NF4Linear(nn.Module):
                               (self.out_features, self.in_features), dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.dequantize(x.dtype), b)
+        return _NF4MatMul.apply(x, self)
 
     @property
     def nbytes(self) -> int:

@@ -70,14 +70,19 @@ class TaskData:
     described in :mod:`linksim.agents.base`; :meth:`val_batches` the chain's batches (the same
     builders and layout as a sweep, so validation counts metrics exactly as a sweep does)."""
 
-    def __init__(self, task: str, pool: torch.Tensor, dims: Dims, sc: Scenario, train, seed: int):
+    def __init__(self, task: str, pool: torch.Tensor, dims: Dims, sc: Scenario, train, seed: int,
+                 layout: str = "antenna", users: tuple[int, int] | None = None):
         self.task, self.dims, self.sc, self.train = task, dims, sc, train
         self.pool = pool
+        self.users = users            # precoding: K drawn per batch from this range (pool has K_max)
         if task == "detection":       # [N*F, M, K] uplink matrices
             self.samples = uplink(pool).contiguous()
         elif task == "precoding":     # [N*F, K, M] downlink matrices
             b, _, k, m, f = pool.shape
             self.samples = pool[:, 0].permute(0, 3, 1, 2).reshape(b * f, k, m).contiguous()
+        elif layout == "user":        # [N*K, L+P, M, F] all antennas of one user
+            s = pool.transpose(1, 2)
+            self.samples = s.reshape(-1, *s.shape[2:]).contiguous()
         else:                         # [N*K*M', L+P, F] per-antenna series
             g = generator(derive_seed(seed, "antennas"))
             m = pool.shape[3]
@@ -93,6 +98,9 @@ class TaskData:
         gen = generator(seed)
         pick = torch.randint(0, len(self), (size,), generator=gen)
         s = self.samples[pick]
+        if self.task == "precoding" and self.users:
+            k = int(torch.randint(self.users[0], self.users[1] + 1, (1,), generator=gen))
+            s = s[:, torch.randperm(s.shape[1], generator=gen)[:k]]
         if self.task == "detection":
             nv = 10 ** (-_uniform(self.train.snr_db, size, gen) / 10)
             return detection_batch(s, nv, self.dims.symbols_per_sample, self.dims.bits_per_symbol, gen)
@@ -128,6 +136,8 @@ class TaskData:
         for i, lo in enumerate(range(0, n, size)):
             gen = generator(derive_seed(seed, "val", i))
             s = self.samples[lo:lo + size]
+            if self.task == "precoding":
+                s = s[:, :self.sc.precoding.num_users]      # a K-range pool: the scenario's K
             if self.task == "detection":
                 nv = 10 ** (-_uniform(self.train.snr_db, s.shape[0], gen) / 10)
                 out.append(detection_batch(s, nv, self.dims.symbols_per_sample, self.dims.bits_per_symbol, gen))

@@ -24,11 +24,11 @@ from ..blocks import get as get_block
 from ..config import derive_seed
 from ..errors import LinksimError
 from ..chains import CHAINS
-from ..registry import TASK_KIND
+from ..registry import TASK_KIND, arch_spec
 from ..scenario import load_scenario
 from .data import TaskData, channel_pool, dataset_pool
 
-LOG_COLUMNS = ("step", "stage", "loss", "lr", "metric", "value")
+LOG_COLUMNS = ("step", "task", "stage", "loss", "lr", "metric", "value")
 
 
 class _LossModule(torch.nn.Module):
@@ -46,7 +46,8 @@ def _to(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-REFERENCE = {"detection": "lmmse", "precoding": "wmmse", "prediction": "outdated"}
+#: the classical blocks every validation reports beside the trained one
+REFERENCE = {"detection": ("lmmse",), "precoding": ("wmmse",), "prediction": ("outdated", "ar")}
 
 
 @torch.no_grad()
@@ -62,10 +63,12 @@ def task_metrics(block, task: str, batches: list[dict]) -> dict:
 
 
 def reference_metrics(task: str, batches: list[dict], sc) -> dict:
-    """The classical reference's metrics on the validation batches (computed once per run)."""
-    name = REFERENCE[task]
-    block = get_block(name, kind=TASK_KIND[task], scenario=sc)
-    return {f"{k}_{name}": v for k, v in task_metrics(block, task, batches).items()}
+    """The classical references' metrics on the validation batches (computed once per run)."""
+    out = {}
+    for name in REFERENCE[task]:
+        block = get_block(name, kind=TASK_KIND[task], scenario=sc)
+        out |= {f"{k}_{name}": v for k, v in task_metrics(block, task, batches).items()}
+    return out
 
 
 def validate(model, task: str, batches: list[dict], reference: dict) -> dict:
@@ -77,46 +80,76 @@ def validate(model, task: str, batches: list[dict], reference: dict) -> dict:
     return {k: round(float(v), 6) for k, v in out.items()}
 
 
+class _TaskRun:
+    """One task of a training run: its data, validation batches, reference metrics and weight."""
+
+    def __init__(self, task, spec, sc, dims, model, acc, cache, show):
+        tr = spec.train
+        self.task, self.batch_size = task, tr.batch_sizes.get(task, tr.batch_size)
+        self.weight = tr.loss_weights.get(task, 1.0)
+        users = getattr(model, "users_range", None) if task == "precoding" else None
+        pool_sc = sc.replace(precoding={"num_users": users[1]}) if users else sc
+        layout = model.prediction_layout
+        pool = (dataset_pool(tr.dataset, sc, task) if tr.dataset else
+                channel_pool(pool_sc, task, tr.pool_drops, derive_seed(spec.seed, "train"), tr.speed_kmh,
+                             cache, show))
+        self.data = TaskData(task, pool, dims, sc, tr, spec.seed, layout, users)
+        val_data = TaskData(task, channel_pool(pool_sc, task, tr.val_drops, derive_seed(spec.seed, "val"),
+                                               tr.speed_kmh, cache, show), dims, sc, tr, spec.seed + 1, layout)
+        self.val = [_to(b, acc.device) for b in val_data.val_batches(self.batch_size, spec.seed)]
+        self.reference = reference_metrics(task, self.val, sc.replace(run={"device": str(acc.device)}))
+
+
+def _step_seed(spec, step: int, task: str, single: bool, process: int) -> int:
+    # one task: the seeds of the single-task harness (shipped agents retrain identically)
+    return derive_seed(spec.seed, "step", step, process) if single else \
+        derive_seed(spec.seed, "step", task, step, process)
+
+
 def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
                 progress: bool = True) -> dict:
-    """Train the agent in ``path`` per its agent.toml; returns the ``[result]`` table written."""
+    """Train the agent in ``path`` per its agent.toml; returns the ``[result]`` table written.
+
+    Several tasks (``agent.tasks``) train together: every step draws one batch of each task and
+    minimises ``sum_t train.loss_weights[t] * loss_t`` (one gradient step on the paper's weighted
+    objective; a random task per step would give each task a third of the steps and a noisier
+    mixture). Per-task losses, the weighted total (task ``all``) and each task's validation
+    metrics beside its classical references go to ``train_log.csv``.
+    """
     from accelerate import Accelerator
-    from safetensors.torch import save_model
     from tqdm.auto import tqdm
 
     spec = read_agent(path)
     sc = load_scenario(spec.scenario_path())
     tasks = agent_tasks(spec)
-    if len(tasks) != 1:
-        raise LinksimError(f"{spec.path / 'agent.toml'}: training several tasks at once is not "
-                           f"supported yet (agent.tasks = {list(tasks)})")
-    task = tasks[0]
-    dims = Dims.from_scenario(sc, task)
+    single = len(tasks) == 1
+    dims = Dims.from_scenario(sc, tasks[0])
     tr = spec.train
     if steps is not None and steps <= 0:
         raise LinksimError(f"--steps must be > 0, got {steps}")
     total = steps or tr.steps
 
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # a multi-task model's other heads take no part in one task's loss: DDP must allow that
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=len(arch_spec(spec.arch).tasks) > 1)
+    acc = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
     torch.manual_seed(derive_seed(spec.seed, "init"))
-    model = build_model(spec.arch, dims, spec.model)
-    opt = torch.optim.Adam(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
+    model = build_model(spec.arch, dims, spec.model).train()   # (a frozen backbone may load in eval mode)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=tr.lr, weight_decay=tr.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=tr.lr_min)
     wrapped, opt, sched = acc.prepare(_LossModule(model), opt, sched)
 
     cache = spec.path.parent / ".cache"   # shared by the agents of one folder (pools are keyed by content)
     show = progress and acc.is_local_main_process
-    pool = (dataset_pool(tr.dataset, sc, task) if tr.dataset else
-            channel_pool(sc, task, tr.pool_drops, derive_seed(spec.seed, "train"), tr.speed_kmh, cache, show))
-    train_data = TaskData(task, pool, dims, sc, tr, spec.seed)
-    val_data = TaskData(task, channel_pool(sc, task, tr.val_drops, derive_seed(spec.seed, "val"),
-                                           tr.speed_kmh, cache, show), dims, sc, tr, spec.seed + 1)
-    val = [_to(b, acc.device) for b in val_data.val_batches(tr.batch_size, spec.seed)]
-    reference = reference_metrics(task, val, sc.replace(run={"device": str(acc.device)}))
+    runs = [_TaskRun(t, spec, sc, dims, model, acc, cache, show) for t in tasks]
 
     ckpt, state_file, log_file = spec.path / "checkpoint", spec.path / "checkpoint" / "step.json", \
         spec.path / "train_log.csv"
     start, wall_before = 0, 0.0
+    # the global RNG (dropout) starts from the seed, whether or not the pools above came from a cache
+    torch.manual_seed(derive_seed(spec.seed, "train-rng"))
     if resume and state_file.is_file():
         acc.load_state(str(ckpt))
         st = json.loads(state_file.read_text())
@@ -126,29 +159,35 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     t0 = time.time()
     log_rows = []
     bar = tqdm(total=total, initial=start, desc=f"train {spec.path.name}", unit="step", disable=not show)
-    metrics = {}
+    metrics: dict = {}
     for step in range(start, total):
         stage = "labels" if step < tr.label_steps else "rate"
-        batch = _to(train_data.batch(tr.batch_size, derive_seed(spec.seed, "step", step, acc.process_index),
-                                     stage), acc.device)
-        loss = wrapped(batch)
-        lv = loss.detach().item()
-        if not torch.isfinite(loss):
-            raise LinksimError(f"{spec.path}: loss is {lv} at step {step} (try a lower train.lr)")
         opt.zero_grad()
-        acc.backward(loss)
+        step_loss, rows = 0.0, []
+        for run in runs:
+            seed = _step_seed(spec, step, run.task, single, acc.process_index)
+            batch = _to(run.data.batch(run.batch_size, seed, stage), acc.device) | {"task": run.task}
+            loss = wrapped(batch)
+            lv = loss.detach().item()
+            if not torch.isfinite(loss):
+                raise LinksimError(f"{spec.path}: {run.task} loss is {lv} at step {step} (try a lower train.lr)")
+            acc.backward(loss if single else run.weight * loss)
+            step_loss += lv if single else run.weight * lv
+            rows.append((run.task, lv))
+        if not single:
+            rows.append(("all", step_loss))
         if tr.grad_clip > 0:
             acc.clip_grad_norm_(wrapped.parameters(), tr.grad_clip)
         opt.step()
         sched.step()
-        log_rows.append((step + 1, stage, f"{lv:.6g}", f"{sched.get_last_lr()[0]:.3g}", "", ""))
+        lr = f"{sched.get_last_lr()[0]:.3g}"
+        log_rows += [(step + 1, t, stage, f"{v:.6g}", lr, "", "") for t, v in rows]
         bar.update(1)
-        bar.set_postfix(loss=f"{lv:.4g}")
+        bar.set_postfix(loss=f"{step_loss:.4g}")
         done = step + 1
         if done % tr.val_every == 0 or done == total:
-            metrics = validate(acc.unwrap_model(wrapped).model, task, val, reference)
-            log_rows += [(done, stage, "", "", k, v) for k, v in metrics.items()]
-            bar.set_postfix(loss=f"{lv:.4g}", **{k[4:]: v for k, v in list(metrics.items())[:1]})
+            metrics = _validate_all(acc.unwrap_model(wrapped).model, runs)
+            log_rows += [(done, t, stage, "", "", k, v) for t, m in metrics.items() for k, v in m.items()]
         if done % tr.checkpoint_every == 0 or done == total:
             if acc.is_main_process:
                 _append_log(log_file, log_rows)
@@ -160,19 +199,26 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     acc.wait_for_everyone()
     net = acc.unwrap_model(wrapped).model
     if not metrics:
-        metrics = validate(net, task, val, reference)
-    result = {
-        "task": task, "steps": total, "wall_time_s": round(wall_before + time.time() - t0, 1),
-        "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
-        "scenario_hash": sc.hash, "dims": dims.as_dict(), **metrics,
-        "trained_on": time.strftime("%Y-%m-%d"), "device": str(acc.device),
-        "versions": {k: _version(k) for k in ("linksim", "torch", "accelerate", "sionna-no-rt")}
-        | {"python": platform.python_version()},
-    }
+        metrics = _validate_all(net, runs)
+    result = {("task" if single else "tasks"): tasks[0] if single else list(tasks), "steps": total,
+              "wall_time_s": round(wall_before + time.time() - t0, 1),
+              "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
+              "scenario_hash": sc.hash, "dims": dims.as_dict()}
+    result |= metrics[tasks[0]] if single else metrics
+    if getattr(net, "llm", None) is not None or spec.arch == "llm":
+        result["backbone"] = {"fingerprint": net.fingerprint} | {
+            k: v for k, v in net.backbone_options.items() if k in ("source", "layers", "quantization")}
+    result |= {"trained_on": time.strftime("%Y-%m-%d"), "device": str(acc.device),
+               "versions": {k: _version(k) for k in ("linksim", "torch", "accelerate", "sionna-no-rt")}
+               | {"python": platform.python_version()}}
     if acc.is_main_process:
-        save_model(net, str(spec.weights))
+        net.save_weights(spec.path)
         write_result(spec, result)
     return result
+
+
+def _validate_all(model, runs) -> dict:
+    return {r.task: validate(model, r.task, r.val, r.reference) for r in runs}
 
 
 def _version(pkg: str) -> str:

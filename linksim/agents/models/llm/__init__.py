@@ -1,0 +1,4 @@
+"""The multi-task LLM agent (architecture ``llm``): :mod:`.model` (backbone + LoRA + prompt prefix),
+:mod:`.heads` (task encoders and decoders). Importing registers it; transformers and peft are
+imported only when an agent is built."""
+from .model import LLMAgent  # noqa: F401

@@ -1,0 +1,255 @@
+r"""Task encoders and decoders of the multi-task LLM agent (:mod:`.model`).
+
+Each task has a *head*: ``encode`` turns the block inputs into data tokens of the LLM's width
+(placed after the task's instruction), ``decode`` turns the LLM's hidden states at those positions
+into the block output. Every decoder's last layer starts at zero, so an untrained agent is a known
+classical block (outdated CSI, unbiased LMMSE, RZF with equal powers): training can only move away
+from it where the loss says so.
+
+Where linksim departs from Zheng & Dai (and why):
+
+- CP sees **all antennas and subcarriers of a user per time step** (one token per past sample of
+  the whole ``[M x F]`` snapshot) instead of one antenna at a time: the joint view is what makes
+  ``ar`` strong, and it costs M times fewer LLM tokens. The decoder outputs **prediction filter
+  taps** (complex, ``P x L``) applied to the user's own noisy history, instead of regressing the
+  ``P x M x F`` future directly: a shared linear filter over the history is exact for a few paths
+  with common Doppler across antennas and subcarriers, so the LLM's job is to read the Doppler
+  content of the history, and the decoder stays tiny (the agent stays small).
+- DET starts from the **unbiased LMMSE estimate** (computed exactly) and the LLM predicts a
+  correction; the channel enters as Gram-matrix rows, which with the LMMSE estimates form a
+  sufficient statistic of ``(y, H)``.
+- PRE predicts the ``2K`` parameters of the optimal beamforming structure, as the CNN does, which
+  keeps the power budget exact by construction and lets one model serve any K.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ....blocks.precoders import _per_sample, structured_beamformer
+from ....errors import LinksimError
+
+
+def _zero(layer: nn.Linear) -> nn.Linear:
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
+
+
+def _c2r(x: torch.Tensor) -> torch.Tensor:
+    """``[..., n]`` complex -> ``[..., 2n]`` real (real parts, then imaginary parts)."""
+    return torch.cat([x.real, x.imag], -1)
+
+
+class SEResBlock(nn.Module):
+    r"""Residual MLP block with squeeze-and-excitation over a token sequence ("CSI attention").
+
+    .. math::
+        \mathbf{u}_l = \mathbf{x}_l + \mathbf{W}_2\,\mathrm{GELU}(\mathbf{W}_1
+            \operatorname{LN}(\mathbf{x}_l)), \qquad
+        \mathbf{s} = \sigma\big(\mathbf{V}_2\,\mathrm{ReLU}(\mathbf{V}_1 \tfrac{1}{L}
+            \textstyle\sum_l \mathbf{u}_l)\big), \qquad \mathbf{y}_l = \mathbf{s} \odot \mathbf{u}_l
+
+    :param d: feature width
+    :param reduction: squeeze ratio of the excitation MLP (default 4)
+
+    :input x: [N, L, d], float32. :output y: [N, L, d], float32.
+    """
+
+    def __init__(self, d: int, reduction: int = 4):
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.mlp = _mlp(d, 2 * d, d)
+        self.se = nn.Sequential(nn.Linear(d, max(1, d // reduction)), nn.ReLU(),
+                                nn.Linear(max(1, d // reduction), d), nn.Sigmoid())
+
+    def forward(self, x):
+        u = x + self.mlp(self.norm(x))
+        return u * self.se(u.mean(1, keepdim=True))
+
+
+class PredictionHead(nn.Module):
+    r"""CP: one token per past sample of a user's whole ``[M x F]`` channel; filter taps out.
+
+    A user's history :math:`\mathbf{h}_1, \dots, \mathbf{h}_L \in \mathbb{C}^{MF}` is normalised
+    by its RMS :math:`r`, embedded per time step (``Linear``, ``blocks`` :class:`SEResBlock`,
+    ``Linear`` to the LLM width). The decoder maps the LLM's :math:`L` hidden states to complex taps
+    :math:`c_{p,l}` and predicts
+
+    .. math::
+        \hat{\mathbf{h}}_{L+p} = \sum_{l=1}^{L} (\delta_{lL} + c_{p,l})\,\mathbf{h}_l,
+        \qquad p = 1, \dots, P,
+
+    with :math:`c = 0` at initialisation (outdated CSI).
+
+    :param dims: uses ``num_bs_antennas`` M, ``num_subcarriers`` F, ``history`` L, ``horizon`` P
+    :param width: the LLM's hidden size
+    :param hidden: encoder width (default 256)
+    :param blocks: number of :class:`SEResBlock` (default 2)
+    """
+
+    def __init__(self, dims, width: int, hidden: int = 256, blocks: int = 2):
+        super().__init__()
+        self.m, self.f = int(dims.num_bs_antennas), int(dims.num_subcarriers)
+        self.history, self.horizon = int(dims.history), int(dims.horizon)
+        self.inp = nn.Linear(2 * self.m * self.f, hidden)
+        self.blocks = nn.Sequential(*(SEResBlock(hidden) for _ in range(blocks)))
+        self.to_llm = nn.Linear(hidden, width)
+        self.from_llm = nn.Linear(width, 16)
+        self.taps = nn.Sequential(nn.Linear(16 * self.history, hidden), nn.GELU(),
+                                  _zero(nn.Linear(hidden, 2 * self.horizon * self.history)))
+
+    def series(self, h_hist: torch.Tensor) -> torch.Tensor:
+        """``[b, L, K, M, F]`` -> per-user series ``[b*K, L, M*F]`` complex64 (checked)."""
+        if h_hist.dim() != 5 or h_hist.shape[1] != self.history or h_hist.shape[3:] != (self.m, self.f):
+            raise LinksimError(f"llm prediction: expected h_hist [b, L={self.history}, K, M={self.m}, "
+                               f"F={self.f}], got {tuple(h_hist.shape)}")
+        b, n_t, k = h_hist.shape[:3]
+        return h_hist.to(torch.complex64).transpose(1, 2).reshape(b * k, n_t, self.m * self.f)
+
+    def encode(self, s: torch.Tensor) -> torch.Tensor:
+        """Per-user series ``[N, L, MF]`` -> tokens ``[N, L, width]``."""
+        x = _c2r(s)
+        rms = torch.sqrt(x.square().mean((1, 2), keepdim=True) * 2.0).clamp_min(1e-30)
+        return self.to_llm(self.blocks(self.inp(x / rms)))
+
+    def decode(self, hidden: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Hidden states ``[N, L, width]`` + series ``[N, L, MF]`` -> ``[N, P, MF]`` complex64."""
+        n = hidden.shape[0]
+        c = self.taps(self.from_llm(hidden).flatten(1)).view(n, self.horizon, self.history, 2)
+        c = torch.complex(c[..., 0], c[..., 1])
+        c = c + nn.functional.one_hot(torch.tensor(self.history - 1, device=c.device),
+                                      self.history).to(c.dtype)
+        return c @ s
+
+    def unflatten(self, y: torch.Tensor, b: int) -> torch.Tensor:
+        """``[b*K, P, M*F]`` -> ``[b, P, K, M, F]``."""
+        return y.view(b, -1, self.horizon, self.m, self.f).transpose(1, 2)
+
+
+class DetectionHead(nn.Module):
+    r"""DET: K channel tokens and T received-signal tokens; a correction of unbiased LMMSE out.
+
+    With :math:`s^2 = \operatorname{tr}(\mathbf{H}^{\mathsf{H}}\mathbf{H})/K`,
+    :math:`\mathbf{G} = \mathbf{H}^{\mathsf{H}}\mathbf{H}/s^2`, :math:`\nu = \sigma^2/s^2`,
+    :math:`\mathbf{A} = (\mathbf{G} + \nu\mathbf{I})^{-1}`, :math:`e_k = \nu A_{kk}`:
+
+    .. math::
+        \tilde{\mathbf{x}}_t = \operatorname{diag}(1 - e_k)^{-1}\,\mathbf{A}\,
+            \mathbf{H}^{\mathsf{H}}\mathbf{y}_t / s^2 \quad \text{(unbiased LMMSE)}, \qquad
+        \hat{\mathbf{x}}_t = \tilde{\mathbf{x}}_t + \operatorname{dec}(\text{hidden}_t).
+
+    Channel token k: row k of :math:`\mathbf{G}` (2K reals), :math:`e_k`, :math:`\log_{10}\nu`.
+    Signal token t: :math:`\tilde{\mathbf{x}}_t` (2K reals). Each through a 2-layer MLP to the LLM
+    width, plus a learned type embedding. The decoder reads the T signal tokens only.
+
+    :param dims: uses ``num_bs_antennas`` M, ``num_users`` K
+    :param width: the LLM's hidden size
+    :param hidden: MLP width (default 128)
+    """
+
+    def __init__(self, dims, width: int, hidden: int = 128):
+        super().__init__()
+        self.m, self.k = int(dims.num_bs_antennas), int(dims.num_users)
+        self.chan = _mlp(2 * self.k + 2, hidden, width)
+        self.sig = _mlp(2 * self.k, hidden, width)
+        self.kind = nn.Parameter(torch.zeros(2, width))
+        self.dec = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), _zero(nn.Linear(hidden, 2 * self.k)))
+
+    def lmmse(self, y, h, noise_var):
+        """``(x_tilde [b,T,K] complex64, tokens-inputs)``: unbiased LMMSE and the token features."""
+        from .._detection import check_inputs
+
+        check_inputs("llm", y, h, self.m, self.k)
+        y, h = y.to(torch.complex64), h.to(torch.complex64)
+        b = h.shape[0]
+        s2 = (h.abs().square().sum((1, 2)) / self.k).clamp_min(1e-12)                # [b]
+        nu = (_per_sample(noise_var, b, h.device).to(torch.float32) / s2).clamp_min(1e-9)
+        g = h.mH @ h / s2[:, None, None].to(h.dtype)                                  # [b,K,K]
+        eye = torch.eye(self.k, device=h.device, dtype=h.dtype)
+        a = torch.linalg.inv(g + nu[:, None, None].to(h.dtype) * eye)
+        e = (nu[:, None] * a.diagonal(dim1=1, dim2=2).real).clamp(max=0.999)          # [b,K]
+        x = (a @ (h.mH @ y)) / s2[:, None, None].to(h.dtype) / (1 - e)[..., None].to(h.dtype)
+        chan = torch.cat([_c2r(g), e[..., None], torch.log10(nu)[:, None, None].expand(b, self.k, 1)], -1)
+        return x.transpose(1, 2), chan
+
+    def encode(self, x_tilde, chan) -> torch.Tensor:
+        """``[b, K + T, width]``: channel tokens, then signal tokens."""
+        return torch.cat([self.chan(chan) + self.kind[0], self.sig(_c2r(x_tilde)) + self.kind[1]], 1)
+
+    def decode(self, hidden, x_tilde) -> torch.Tensor:
+        """Hidden states of the signal tokens ``[b, T, width]`` -> ``x_hat [b, K, T]`` complex64."""
+        d = self.dec(hidden)
+        return (x_tilde + torch.complex(d[..., :self.k], d[..., self.k:])).transpose(1, 2)
+
+
+class PrecodingHead(nn.Module):
+    r"""PRE: one token per user from a small transformer over the users; ``(p, lambda)`` out.
+
+    User k's channel normalised by the per-sample RMS :math:`\bar h` and the effective SNR
+    :math:`\bar s = (10\log_{10}(P\bar h^2/\sigma^2) - 10)/10` form ``2M + 1`` features; a
+    ``Linear`` and a permutation-equivariant ``TransformerEncoder`` over the K users (no positions)
+    give one token per user, ``Linear`` to the LLM width. The decoder maps each user's hidden
+    state to :math:`(a_k, b_k)`:
+
+    .. math::
+        \mathbf{p} = P\operatorname{softmax}(\mathbf{a}), \quad
+        \boldsymbol\lambda = P\operatorname{softmax}(\mathbf{b}), \quad
+        \mathbf{W} = \operatorname{structured\_beamformer}(\mathbf{H}, \mathbf{p},
+            \boldsymbol\lambda, \sigma^2, P)
+
+    so the power budget holds exactly and any K works (the training range is enforced by the agent).
+
+    :param dims: uses ``num_bs_antennas`` M
+    :param width: the LLM's hidden size
+    :param hidden: user-transformer width (default 128)
+    :param layers: user-transformer layers (default 2)
+    """
+
+    def __init__(self, dims, width: int, hidden: int = 128, layers: int = 2):
+        super().__init__()
+        self.m = int(dims.num_bs_antennas)
+        self.inp = nn.Linear(2 * self.m + 1, hidden)
+        layer = nn.TransformerEncoderLayer(hidden, 4, 2 * hidden, 0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.users = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.to_llm = nn.Linear(hidden, width)
+        self.dec = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), _zero(nn.Linear(hidden, 2)))
+
+    def encode(self, h, p_tx, noise_var):
+        """``h [b, K, M]`` -> (tokens ``[b, K, width]``, ``p_tx [b]`` float64)."""
+        if h.dim() != 3 or h.shape[2] != self.m:
+            raise LinksimError(f"llm precoding: expected h [b, K, M={self.m}], got {tuple(h.shape)}")
+        b = h.shape[0]
+        h = h.to(torch.complex64)
+        ptx = _per_sample(p_tx, b, h.device)
+        s2 = _per_sample(noise_var, b, h.device)
+        ms = h.abs().square().double().mean((1, 2)).clamp_min(1e-300)
+        snr = (10 * torch.log10((ptx * ms / s2).clamp_min(1e-30)) - 10) / 10
+        x = torch.cat([_c2r(h / ms.sqrt().to(torch.float32)[:, None, None]),
+                       snr.to(torch.float32)[:, None, None].expand(b, h.shape[1], 1)], -1)
+        return self.to_llm(self.users(self.inp(x))), ptx
+
+    def decode(self, hidden, ptx):
+        """Hidden states ``[b, K, width]`` -> ``(p, lam)`` ``[b, K]`` float32, each summing to ``p_tx``."""
+        z = self.dec(hidden)
+        scale = ptx.to(torch.float32)[:, None]
+        return scale * torch.softmax(z[..., 0], -1), scale * torch.softmax(z[..., 1], -1)
+
+    @staticmethod
+    def beamformer(h, p, lam, noise_var, p_tx):
+        return structured_beamformer(h.to(p.device), p, lam, noise_var, p_tx)
+
+
+HEADS = {"prediction": PredictionHead, "detection": DetectionHead, "precoding": PrecodingHead}
+
+
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = ["HEADS", "SEResBlock", "PredictionHead", "DetectionHead", "PrecodingHead", "count"]

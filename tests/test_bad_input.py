@@ -1,0 +1,123 @@
+"""Bad sweep input is refused in one line (exit 2) before anything is computed, and a block that
+returns NaN/Inf stops the sweep without writing a row for that point (earlier rows stay)."""
+import numpy as np
+import pytest
+
+import linksim.sweep
+from linksim.chains import Chain
+from linksim.cli import main
+from linksim.results import read_rows
+
+
+def _cli_error(capsys, argv) -> str:
+    """Run the CLI; assert exit 2 with one ``linksim: error:`` line on stderr and return it."""
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("linksim: error: "), (code, err)
+    return err[0]
+
+
+def _sweep_argv(scenario, out, over=None, task="detection", blocks="lmmse"):
+    argv = ["sweep", str(scenario), "--task", task, "--blocks", blocks, "--out", str(out), "--quiet"]
+    return argv + (["--over", over] if over else [])
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Fail the test if any sweep point is run."""
+    def run_point(self, *a, **k):
+        raise AssertionError("a point was computed")
+    monkeypatch.setattr(Chain, "run_point", run_point)
+
+
+@pytest.mark.parametrize("over, named", [
+    ("snr_db=nan", "nan is not a finite number"),
+    ("snr_db=0,inf", "inf is not a finite number"),
+    ("snr_db=-inf:10:5", "-inf is not a finite number"),
+    ("snr_db=0:nan:1", "nan is not a finite number"),
+    ("snr_db=0:10:nan", "nan is not a finite number"),
+])
+def test_non_finite_over_values_are_refused(capsys, tiny_toml, tmp_path, no_compute, over, named):
+    err = _cli_error(capsys, _sweep_argv(tiny_toml(), tmp_path / "o", over))
+    assert over in err and named in err
+
+
+def test_absurd_grid_is_refused_before_it_is_built(capsys, tiny_toml, tmp_path, monkeypatch, no_compute):
+    real = np.arange
+
+    def small_arange(start, stop, step):
+        assert (stop - start) / step < 1e6, "a huge grid was built"
+        return real(start, stop, step)
+
+    monkeypatch.setattr(np, "arange", small_arange)
+    err = _cli_error(capsys, _sweep_argv(tiny_toml(), tmp_path / "o", "snr_db=0:1e9:1"))
+    assert "snr_db=0:1e9:1" in err and "1000000001 points" in err
+
+
+def test_largest_allowed_grid_is_accepted():
+    name, values = linksim.sweep.parse_over(f"snr_db=0:{linksim.sweep.MAX_POINTS - 1}:1")
+    assert name == "snr_db" and len(values) == linksim.sweep.MAX_POINTS
+
+
+@pytest.mark.parametrize("where", ["parent_is_file", "out_is_file"])
+def test_unwritable_out_is_refused_before_compute(capsys, tiny_toml, tmp_path, no_compute, where):
+    f = tmp_path / "file"
+    f.write_text("")
+    out = f / "sub" if where == "parent_is_file" else f
+    err = _cli_error(capsys, _sweep_argv(tiny_toml(), out, "snr_db=10"))
+    assert f"--out {out}: not a writable folder" in err
+
+
+def test_out_folder_is_created_and_probe_removed(tiny_toml, tmp_path):
+    out = tmp_path / "a" / "b"
+    assert main(_sweep_argv(tiny_toml(), out, "snr_db=10")) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "results.csv"]
+
+
+class Poisoned:
+    """A real block whose output is multiplied by ``factor`` on the calls where ``when(*inputs)``."""
+
+    def __init__(self, block, factor, when=lambda *inputs: True):
+        self.block, self.kind, self.factor, self.when = block, block.kind, factor, when
+
+    def __call__(self, *inputs):
+        out = self.block(*inputs)
+        return out * self.factor if self.when(*inputs) else out
+
+
+def _poison(monkeypatch, name, factor, when=lambda *inputs: True):
+    """Make the sweep build block ``name`` as a :class:`Poisoned` one."""
+    real = linksim.sweep.get_block
+
+    def get(n, kind, scenario):
+        block = real(n, kind, scenario)
+        return Poisoned(block, factor, when) if n == name else block
+
+    monkeypatch.setattr(linksim.sweep, "get_block", get)
+
+
+def test_nan_output_stops_sweep_and_keeps_earlier_rows(capsys, tiny_toml, tmp_path, monkeypatch):
+    _poison(monkeypatch, "lmmse", float("nan"), when=lambda y, h, noise_var: noise_var < 0.5)  # snr 10
+    out = tmp_path / "o"
+    err = _cli_error(capsys, _sweep_argv(tiny_toml(), out, "snr_db=0,10", blocks="zf_det,lmmse"))
+    assert "block 'lmmse' at snr_db=10: " in err and "non-finite values (NaN/Inf)" in err
+    n_bad = int(err.split(": ")[-1].split()[0])
+    assert n_bad > 0
+    rows = read_rows(out / "results.csv")
+    assert {(r["block"], float(r["x"])) for r in rows} == {("zf_det", 0.0), ("lmmse", 0.0)}
+
+
+@pytest.mark.parametrize("task, blocks, poisoned, over", [
+    ("precoding", "zf", "zf", "tx_power_dbw=0"),
+    ("precoding", "dpc_bound", "dpc_bound", "tx_power_dbw=0"),
+    ("prediction", "ar", "ar", "speed_kmh=30"),
+    ("loop", "outdated+rzf", "rzf", "speed_kmh=30"),
+    ("loop", "ar+rzf", "ar", "speed_kmh=30"),
+])
+def test_inf_output_is_caught_in_every_chain(capsys, tiny_toml, tmp_path, monkeypatch, task, blocks,
+                                             poisoned, over):
+    _poison(monkeypatch, poisoned, float("inf"))
+    out = tmp_path / "o"
+    err = _cli_error(capsys, _sweep_argv(tiny_toml(), out, over, task=task, blocks=blocks))
+    assert f"block '{blocks}' at {over}: " in err and "non-finite values (NaN/Inf)" in err
+    assert not (out / "results.csv").exists()
