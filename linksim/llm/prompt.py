@@ -90,7 +90,7 @@ def instruction(task: str, scenario: Scenario, mode: str = "text", num_users: in
         instruction("detection", sc)
         # '[signal detection] 4 single-antenna users send 16-QAM symbols ... <Instruction> Recover ...'
     """
-    if task not in TEMPLATES:
+    if task not in TEMPLATES:   # checked before Dims.from_scenario looks up the task's section
         raise LinksimError(f"task {task!r}: choose from {', '.join(TEMPLATES)}")
     from ..agents.base import Dims
 

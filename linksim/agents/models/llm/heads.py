@@ -248,8 +248,4 @@ class PrecodingHead(nn.Module):
 HEADS = {"prediction": PredictionHead, "detection": DetectionHead, "precoding": PrecodingHead}
 
 
-def count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-__all__ = ["HEADS", "SEResBlock", "PredictionHead", "DetectionHead", "PrecodingHead", "count"]
+__all__ = ["HEADS", "SEResBlock", "PredictionHead", "DetectionHead", "PrecodingHead"]
