@@ -32,7 +32,9 @@ def get(name: str, kind: str | None = None, scenario=None, **options):
     :param kind: ``precoder`` | ``detector`` | ``predictor``; a reference block that serves this
         kind is accepted. ``None``: any registered block (agents need a kind).
     :param scenario: a :class:`~linksim.Scenario`: supplies ``num_bits_per_symbol``, ``horizon``,
-        ``precision`` and ``device`` (from ``[run]``) and, for agents, the sizes to check
+        ``precision`` and ``device`` (from ``[run]``), is passed as ``scenario=`` to blocks whose
+        constructor takes one (``pad``: the array shape; ``wiener``: its channel pool) and, for
+        agents, gives the sizes to check
     :param options: constructor options (override the scenario's); options a block does not take
         are dropped
     :output block: a callable ``torch.nn.Module`` with ``.kind`` and ``.serves``
@@ -52,7 +54,8 @@ def get(name: str, kind: str | None = None, scenario=None, **options):
     if scenario is not None:
         defaults = {"num_bits_per_symbol": scenario.detection.bits_per_symbol,
                     "horizon": scenario.prediction.horizon,
-                    "precision": scenario.run.precision, "device": scenario.run.device}
+                    "precision": scenario.run.precision, "device": scenario.run.device,
+                    "scenario": scenario}
     allowed = spec.options
     return spec.factory(**{k: v for k, v in (defaults | options).items() if k in allowed})
 

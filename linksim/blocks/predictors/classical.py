@@ -1,24 +1,17 @@
-r"""Classical channel predictors behind the predictor protocol.
+r"""The classical per-sample predictors: ``outdated``, ``ar`` and the ``genie`` reference.
 
-Every registered predictor maps a history of ``L`` channel samples to the next ``P``:
-
-.. math::
-    \left(\mathbf{H}[t-L+1], \dots, \mathbf{H}[t]\right) \mapsto
-    \left(\hat{\mathbf{H}}[t+1], \dots, \hat{\mathbf{H}}[t+P]\right)
-
-``h_hist [b, L, ...] -> h_future [b, P, ...]``; the samples are spaced uniformly in time and ``P``
-is the constructor's ``horizon``. For the channel layout of :class:`linksim.ChannelSource` the
-trailing dims are ``[K, M, F]`` (users, BS antennas, subcarriers). ``outdated`` repeats the last
-sample (the CSI-ageing baseline), ``ar`` fits a least-squares autoregressive model on each
-sample's own history; ``genie`` is a reference block handed the true future.
+``outdated`` repeats the last sample (the CSI-ageing baseline), ``ar`` fits a least-squares
+autoregressive model on each sample's own history; ``genie`` is a reference block handed the true
+future. The shared constructor (:class:`_Predictor`) and input checks live here too; the protocol
+is described in :mod:`linksim.blocks.predictors`.
 """
 from __future__ import annotations
 
 import torch
 
-from ..errors import LinksimError
-from ..registry import register_block
-from .base import Block
+from ...errors import LinksimError
+from ...registry import register_block
+from ..base import Block
 
 
 def _check_hist(name: str, h_hist: torch.Tensor, min_len: int = 1) -> None:
