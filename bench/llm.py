@@ -18,7 +18,9 @@ as uplink ``[M, K]``).
    and model-FLOP utilisation: model FLOPs per step / step time, over the float32 matmul rate
    measured first (2048^3, current thread count).
 4. Memory of training, fp32 vs NF4 vs LoftQ backbone: 3 detection steps at batch 32, each variant
-   in a fresh process; resident size once built, and the peak during the steps alone. The peak is
+   in a fresh process; the model's live weights (parameters + buffers), resident size once built
+   (after ``malloc_trim``: quantisation frees the fp32 weights), and the peak during the steps
+   alone. RSS also holds the interpreter, torch and what the allocator keeps. The peak is
    VmHWM, reset after the build (``/proc/self/clear_refs``), not ``ru_maxrss``: a child's ru_maxrss
    starts at the high-water mark of the address space it was exec'd from (the parent's, with
    vfork), so it would report the parent's memory. Plus ``backbone_bytes`` storage totals.
@@ -66,6 +68,9 @@ h = torch.complex(torch.randn(b, m, k, generator=g), torch.randn(b, m, k, genera
 batch = detection_batch(h, torch.full((b,), 10 ** (-sc.detection.snr_db / 10)), dims.symbols_per_sample,
                         dims.bits_per_symbol, g) | {"task": "detection"}
 opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+import ctypes
+ctypes.CDLL("libc.so.6").malloc_trim(0)             # hand the fp32 weights freed by quantisation back
+live = {t.data_ptr(): t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]}
 built = vm()
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")                                     # VmHWM := VmRSS: the peak from here on is training's
@@ -73,7 +78,8 @@ for _ in range(steps):
     opt.zero_grad()
     model.training_loss(batch).backward()
     opt.step()
-print(json.dumps({"built": built["VmRSS"], "build_peak": built["VmHWM"], "train_peak": vm()["VmHWM"]}))
+print(json.dumps({"built": built["VmRSS"], "build_peak": built["VmHWM"], "train_peak": vm()["VmHWM"],
+                  "tensors": sum(live.values()) / 1024}))
 """
 
 
@@ -193,7 +199,8 @@ def bench_memory(scenario, model, batch=32):
         if r.returncode:
             raise RuntimeError(f"memory bench ({q}) failed:\n{r.stderr[-3000:]}")
         kib = json.loads(r.stdout.strip().splitlines()[-1])
-        parts.append(f"{'fp32' if q == 'none' else q} built {kib['built'] / 1024:.0f} MiB "
+        parts.append(f"{'fp32' if q == 'none' else q} weights {kib['tensors'] / 1024:.0f} MiB, "
+                     f"built {kib['built'] / 1024:.0f} MiB "
                      f"(build peak {kib['build_peak'] / 1024:.0f}), train peak {kib['train_peak'] / 1024:.0f} MiB "
                      f"(+{(kib['train_peak'] - kib['built']) / 1024:.0f})")
     by = linksim.llm.backbone_bytes(model.llm.model)

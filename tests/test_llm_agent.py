@@ -195,12 +195,15 @@ def test_prompt_none_runs_without_prefix_and_differs():
 
 
 def test_untrained_agent_is_the_classical_start():
-    """Zero-initialised decoders: outdated CSI, unbiased LMMSE, equal-power RZF."""
+    """Zero-initialised decoders: ar (or outdated CSI), unbiased LMMSE, equal-power RZF."""
     model = build_model("llm", DIMS, TINY).eval()
     inp = _inputs()
     with torch.no_grad():
         h = inp["prediction"][0]
-        assert torch.equal(model.task_forward("prediction", h), h[:, -1:].expand(-1, 2, -1, -1, -1))
+        ar = linksim.blocks.get("ar", horizon=2)(h)        # the AR recursion, not the tap form
+        torch.testing.assert_close(model.task_forward("prediction", h), ar, rtol=1e-4, atol=1e-5)
+        plain = build_model("llm", DIMS, TINY | {"heads": {"prediction": {"base": "outdated"}}}).eval()
+        assert torch.equal(plain.task_forward("prediction", h), h[:, -1:].expand(-1, 2, -1, -1, -1))
         y, hu, nv = inp["detection"]
         lmmse = linksim.blocks.get("lmmse")(y, hu, nv)
         torch.testing.assert_close(model.task_forward("detection", y, hu, nv), lmmse.to(torch.complex64),
@@ -229,6 +232,8 @@ def test_save_load_gives_identical_outputs(trained, tmp_path):
         for task, inputs in _inputs().items():
             assert torch.equal(model.task_forward(task, *inputs), other.task_forward(task, *inputs))
     assert sum(f.stat().st_size for f in model.weight_files(tmp_path)) < 20e6
+    import json                       # the adapter names the backbone source, not a cache path
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
 
 
 def test_one_precoding_model_serves_every_k_in_range_and_refuses_others(trained):

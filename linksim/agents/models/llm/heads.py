@@ -14,7 +14,11 @@ Where linksim departs from Zheng & Dai (and why):
   taps** (complex, ``P x L``) applied to the user's own noisy history, instead of regressing the
   ``P x M x F`` future directly: a shared linear filter over the history is exact for a few paths
   with common Doppler across antennas and subcarriers, so the LLM's job is to read the Doppler
-  content of the history, and the decoder stays tiny (the agent stays small).
+  content of the history, and the decoder stays tiny (the agent stays small). The taps are a
+  **correction of the least-squares AR filter** of the same history (``base = "ar"``, the
+  :class:`~linksim.blocks.predictors.ARPredictor` recursion written as taps): the untrained agent is
+  ``ar``, the strongest classical predictor here, and the LLM only has to learn what AR misses
+  (``base = "outdated"`` starts from outdated CSI instead, as a plain learned predictor would).
 - DET starts from the **unbiased LMMSE estimate** (computed exactly) and the LLM predicts a
   correction; the channel enters as Gram-matrix rows, which with the LMMSE estimates form a
   sufficient statistic of ``(y, H)``.
@@ -27,6 +31,7 @@ import torch
 from torch import nn
 
 from ....blocks.precoders import _per_sample, structured_beamformer
+from ....blocks.predictors import ARPredictor
 from ....errors import LinksimError
 
 
@@ -81,19 +86,25 @@ class PredictionHead(nn.Module):
     :math:`c_{p,l}` and predicts
 
     .. math::
-        \hat{\mathbf{h}}_{L+p} = \sum_{l=1}^{L} (\delta_{lL} + c_{p,l})\,\mathbf{h}_l,
+        \hat{\mathbf{h}}_{L+p} = \sum_{l=1}^{L} (b_{p,l} + c_{p,l})\,\mathbf{h}_l,
         \qquad p = 1, \dots, P,
 
-    with :math:`c = 0` at initialisation (outdated CSI).
+    with :math:`c = 0` at initialisation. The base taps :math:`b` are ``ar``'s recursive
+    least-squares prediction of this history written as a ``P x L`` filter (``base = "ar"``), or
+    :math:`b_{p,l} = \delta_{lL}` (``base = "outdated"``).
 
     :param dims: uses ``num_bs_antennas`` M, ``num_subcarriers`` F, ``history`` L, ``horizon`` P
     :param width: the LLM's hidden size
     :param hidden: encoder width (default 256)
     :param blocks: number of :class:`SEResBlock` (default 2)
+    :param base: ``"ar"`` (default) | ``"outdated"``: what the untrained agent predicts
     """
 
-    def __init__(self, dims, width: int, hidden: int = 256, blocks: int = 2):
+    def __init__(self, dims, width: int, hidden: int = 256, blocks: int = 2, base: str = "ar"):
         super().__init__()
+        if base not in ("ar", "outdated"):
+            raise ValueError(f"prediction base must be 'ar' or 'outdated', got {base!r}")
+        self.base = base
         self.m, self.f = int(dims.num_bs_antennas), int(dims.num_subcarriers)
         self.history, self.horizon = int(dims.history), int(dims.horizon)
         self.inp = nn.Linear(2 * self.m * self.f, hidden)
@@ -122,9 +133,30 @@ class PredictionHead(nn.Module):
         n = hidden.shape[0]
         c = self.taps(self.from_llm(hidden).flatten(1)).view(n, self.horizon, self.history, 2)
         c = torch.complex(c[..., 0], c[..., 1])
-        c = c + nn.functional.one_hot(torch.tensor(self.history - 1, device=c.device),
-                                      self.history).to(c.dtype)
-        return c @ s
+        return (self.base_taps(s) + c) @ s
+
+    @torch.no_grad()
+    def base_taps(self, s: torch.Tensor) -> torch.Tensor:
+        r"""The base filter :math:`b`: ``[N, L, MF]`` -> ``[N, P, L]`` complex64.
+
+        For ``"ar"``, the AR coefficients :math:`a_1..a_p` of each series (fitted by
+        :meth:`ARPredictor.coefficients` on the whole user) run the recursion
+        :math:`\hat{h}_{t} = \sum_i a_i \hat{h}_{t-i}` on unit tap vectors, so that
+        ``b @ s`` equals ``ar``'s prediction.
+        """
+        n, n_t = s.shape[0], self.history
+        eye = torch.eye(n_t, dtype=torch.complex128, device=s.device).expand(n, n_t, n_t)
+        if self.base == "outdated":
+            return eye[:, -1:].expand(n, self.horizon, n_t).to(torch.complex64)
+        a = ARPredictor(horizon=self.horizon).coefficients(s)                    # [N, p] c128
+        p = a.shape[-1]
+        buf = list(eye[:, n_t - p:].unbind(1))       # tap vectors of the last p samples
+        out = []
+        for _ in range(self.horizon):
+            nxt = sum(a[:, i, None] * buf[-1 - i] for i in range(p))
+            out.append(nxt)
+            buf.append(nxt)
+        return torch.stack(out, 1).to(torch.complex64)
 
     def unflatten(self, y: torch.Tensor, b: int) -> torch.Tensor:
         """``[b*K, P, M*F]`` -> ``[b, P, K, M, F]``."""
