@@ -80,6 +80,39 @@ class OutdatedPredictor(_Predictor):
         return last.expand(last.shape[0], self.horizon, *last.shape[2:]).clone()
 
 
+def extrapolate(x: torch.Tensor, a: torch.Tensor, steps: int) -> torch.Tensor:
+    r"""Run the linear recursion :math:`\hat{x}[t+j] = \sum_i a_i \hat{x}[t+j-i]` ``steps`` times.
+
+    Each predicted sample is fed back as a regressor for the next one; series ``n`` uses the
+    coefficients ``a[n]`` for all its trailing entries.
+
+    :input x: [N, L, ...], complex. History, oldest first (the last ``p`` samples start the recursion).
+    :input a: [N, p], complex. Coefficients (column ``i-1`` holds :math:`a_i`).
+    :input steps: int. Number of predicted samples.
+
+    :output y: [N, steps, ...], dtype of ``a``.
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        import torch
+        from linksim.blocks.predictors.classical import extrapolate
+        x = torch.ones(1, 4, dtype=torch.complex128)                  # a constant series
+        y = extrapolate(x, torch.ones(1, 1, dtype=torch.complex128), 3)  # x[t] = x[t-1]
+        assert torch.equal(y, torch.ones(1, 3, dtype=torch.complex128))
+    """
+    p = a.shape[1]
+    a = a.reshape(*a.shape, *([1] * (x.dim() - 2)))          # broadcast over trailing dims
+    buf = list(x[:, -p:].to(a.dtype).unbind(1))
+    out = []
+    for _ in range(steps):
+        nxt = sum(a[:, i] * buf[-1 - i] for i in range(p))
+        out.append(nxt)
+        buf.append(nxt)
+    return torch.stack(out, 1)
+
+
 @register_block("ar", "predictor")
 class ARPredictor(_Predictor):
     r"""Least-squares AR(p) linear prediction fitted on each sample's own (noisy) history.
@@ -235,15 +268,7 @@ class ARPredictor(_Predictor):
         x = h_hist if h_hist.is_complex() else h_hist.to(self.cdtype)
         # [b, L, G, N] -> [b*G, L, N]
         x = x.reshape(b, n_t, groups, -1).transpose(1, 2).reshape(b * groups, n_t, -1)
-        a = self.coefficients(x).to(x.dtype)                                         # [B, p]
-        p = a.shape[-1]
-        buf = list(x[:, -p:].unbind(1))        # last p samples, oldest first
-        out = []
-        for _ in range(self.horizon):
-            nxt = sum(a[:, i, None] * buf[-1 - i] for i in range(p))
-            out.append(nxt)
-            buf.append(nxt)
-        y = torch.stack(out, 1)                                                      # [B, P, N]
+        y = extrapolate(x, self.coefficients(x).to(x.dtype), self.horizon)           # [B, P, N]
         y = y.reshape(b, groups, self.horizon, -1).transpose(1, 2)
         y = y.reshape(b, self.horizon, *rest)
         return y if h_hist.is_complex() else y.real

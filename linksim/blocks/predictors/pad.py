@@ -5,7 +5,7 @@ import torch
 
 from ...errors import LinksimError
 from ...registry import register_block
-from .classical import _check_hist, _Predictor
+from .classical import ARPredictor, _check_hist, _Predictor, extrapolate
 
 
 def lp_coefficients(x: torch.Tensor, order: int, ridge: float = 1e-6,
@@ -35,18 +35,8 @@ def lp_coefficients(x: torch.Tensor, order: int, ridge: float = 1e-6,
         a = lp_coefficients(x, 1)                               # [2, 1]
         assert torch.allclose(a[:, 0], z, atol=1e-5)
     """
-    x = x.to(torch.complex128)
-    n_t, p = x.shape[1], int(order)
-    reg = torch.stack([x[:, p - 1 - i:n_t - 1 - i] for i in range(p)], dim=-1)      # [N, L-p, p]
-    tgt = x[:, p:]
-    if forward_backward:
-        back = torch.stack([x[:, 1 + i:n_t - p + 1 + i] for i in range(p)], dim=-1).conj()
-        reg = torch.cat([reg, back], dim=1)
-        tgt = torch.cat([tgt, x[:, :n_t - p].conj()], dim=1)                       # [N, 2(L-p)]
-    gram = reg.mH @ reg
-    load = (ridge * gram.diagonal(dim1=-2, dim2=-1).real.sum(-1) / p).clamp_min(1e-300)
-    eye = torch.eye(p, dtype=gram.dtype, device=gram.device)
-    return torch.linalg.solve(gram + load[:, None, None] * eye, reg.mH @ tgt.unsqueeze(-1)).squeeze(-1)
+    ar = ARPredictor(order=order, ridge=ridge, forward_backward=forward_backward)
+    return ar.coefficients(x.unsqueeze(-1))          # each series is its own group
 
 
 def stabilise(a: torch.Tensor) -> torch.Tensor:
@@ -80,35 +70,6 @@ def stabilise(a: torch.Tensor) -> torch.Tensor:
         poly = torch.cat([poly, torch.zeros_like(poly[:, :1])], 1) - torch.cat(
             [torch.zeros_like(poly[:, :1]), z[:, i:i + 1] * poly], 1)
     return -poly[:, 1:]
-
-
-def extrapolate(x: torch.Tensor, a: torch.Tensor, steps: int) -> torch.Tensor:
-    r"""Run the recursion :math:`\hat{x}[t+j] = \sum_i a_i \hat{x}[t+j-i]` ``steps`` times.
-
-    :input x: [N, L], complex. History, oldest first (the last ``p`` samples start the recursion).
-    :input a: [N, p], complex. Coefficients.
-    :input steps: int. Number of predicted samples.
-
-    :output y: [N, steps], dtype of ``a``.
-
-    .. rubric:: Examples
-
-    .. code-block:: python
-
-        import torch
-        from linksim.blocks.predictors.pad import extrapolate
-        x = torch.ones(1, 4, dtype=torch.complex128)                  # a constant series
-        y = extrapolate(x, torch.ones(1, 1, dtype=torch.complex128), 3)  # x[t] = x[t-1]
-        assert torch.equal(y, torch.ones(1, 3, dtype=torch.complex128))
-    """
-    p = a.shape[1]
-    buf = list(x[:, -p:].to(a.dtype).unbind(1))
-    out = []
-    for _ in range(steps):
-        nxt = sum(a[:, i] * buf[-1 - i] for i in range(p))
-        out.append(nxt)
-        buf.append(nxt)
-    return torch.stack(out, 1)
 
 
 @register_block("pad", "predictor")

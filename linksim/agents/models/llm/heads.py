@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ....blocks.precoders import _per_sample, structured_beamformer
-from ....blocks.predictors import ARPredictor
+from ....blocks.predictors.classical import ARPredictor, extrapolate
 from ....errors import LinksimError
 
 
@@ -149,14 +149,7 @@ class PredictionHead(nn.Module):
         if self.base == "outdated":
             return eye[:, -1:].expand(n, self.horizon, n_t).to(torch.complex64)
         a = ARPredictor(horizon=self.horizon).coefficients(s)                    # [N, p] c128
-        p = a.shape[-1]
-        buf = list(eye[:, n_t - p:].unbind(1))       # tap vectors of the last p samples
-        out = []
-        for _ in range(self.horizon):
-            nxt = sum(a[:, i, None] * buf[-1 - i] for i in range(p))
-            out.append(nxt)
-            buf.append(nxt)
-        return torch.stack(out, 1).to(torch.complex64)
+        return extrapolate(eye, a, self.horizon).to(torch.complex64)   # the recursion on unit taps
 
     def unflatten(self, y: torch.Tensor, b: int) -> torch.Tensor:
         """``[b*K, P, M*F]`` -> ``[b, P, K, M, F]``."""
