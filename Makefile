@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean bench agents baselines llm
+.PHONY: demo test setup clean bench agents baselines llm paper
 
 setup: $(STAMP)
 
@@ -38,6 +38,11 @@ baselines: $(STAMP)
 # the multi-task LLM agent beside every baseline (five sweeps, about 15 min on 2 cores)
 llm: $(STAMP)
 	$(BIN)/linksim llm --out results/llm
+
+# the paper's figures and tables + the real-link results (results/paper/, about 25 min on 2 cores with
+# the shipped agents; resumable). The paper's sizes: linksim paper --budget paper (for a GPU)
+paper: $(STAMP)
+	$(BIN)/linksim paper --budget quick --out results/paper
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,4 +1,4 @@
-"""Command line: ``linksim {sweep,plot,list,dataset,train,demo,baselines,llm}``. Bad input: one line, exit 2."""
+"""Command line: ``linksim {sweep,plot,list,dataset,train,paper,demo,baselines,llm}``. Bad input: one line, exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -93,6 +93,13 @@ def cmd_campaign(a):
         print(p)
 
 
+def cmd_paper(a):
+    from .paper import run_paper
+
+    for p in run_paper(a.budget, a.out, only=a.only, backbone=a.backbone, progress=not a.quiet):
+        print(p)
+
+
 def cmd_train(a):
     from .training import train_agent
 
@@ -109,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="run blocks of one task over a parameter grid (resumable)")
     s.add_argument("scenario", help="scenario TOML file, e.g. scenarios/quick.toml")
-    s.add_argument("--task", required=True, choices=["prediction", "precoding", "detection", "loop"])
+    s.add_argument("--task", required=True, choices=["prediction", "precoding", "detection", "loop", "coded"])
     s.add_argument("--blocks", required=True, help="comma-separated block names, e.g. zf,rzf,wmmse")
     s.add_argument("--over", help="NAME=START:STOP:STEP (STOP included) or NAME=V1,V2; NAME in "
                    "snr_db, speed_kmh, tx_power_dbw, num_users")
@@ -143,6 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("paper", help="the paper's figures and tables (+ real-link results) in one run "
+                       "(resumable; trains missing agents)")
+    s.add_argument("--budget", default="quick", help="paper/<BUDGET>.toml: quick (2 CPU cores, shipped "
+                   "agents) or paper (the paper's sizes; for a GPU)")
+    s.add_argument("--out", default="results/paper", help="output folder (default: results/paper)")
+    s.add_argument("--only", help="comma-separated items, e.g. fig7,table1 (default: all)")
+    s.add_argument("--backbone", help="add this LLM (a folder, .gguf or cached hub id) to Table II: "
+                   "the ablation recipe is trained on it into OUT/agents/")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_paper)
 
     for name, helptext in (("demo", "the classical blocks on the quick scenario, with figures"),
                            ("baselines", "classical and trained baselines (agents/), with figures"),

@@ -10,6 +10,7 @@ from .results import read_rows
 
 X_LABELS = {
     ("detection", "snr_db"): "SNR = 1/σ² [dB]  (unit-energy symbols, unit-gain channel)",
+    ("coded", "snr_db"): "SNR = 1/σ² [dB]  (unit-energy symbols, unit-gain channel)",
     ("prediction", "snr_db"): "History SNR [dB]",
     ("loop", "snr_db"): "History SNR [dB]",
     ("precoding", "snr_db"): "P/σ² [dB]",
@@ -17,9 +18,9 @@ X_LABELS = {
     "tx_power_dbw": "Transmit power P [dBW]",
     "num_users": "Number of users K",
 }
-Y_LABELS = {"ser": "Symbol error rate", "ber": "Bit error rate",
-            "nmse_db": "NMSE [dB]", "sum_rate": "Sum-rate [bit/s/Hz]"}
-LOG_Y = ("ser", "ber")
+Y_LABELS = {"ser": "Symbol error rate", "ber": "Bit error rate", "bler": "Block error rate",
+            "nmse_db": "NMSE [dB]", "nmse_noisy_db": "NMSE vs noisy future [dB]", "sum_rate": "Sum-rate [bit/s/Hz]"}
+LOG_Y = ("ser", "ber", "bler")
 MARKERS = "osD^v<>phX*"
 
 

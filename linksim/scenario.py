@@ -37,9 +37,15 @@ def _f(default, check=None, why="", choices=None):
 
 @dataclass
 class Channel:
-    """Propagation: 3GPP TR 38.901 UMa (Sionna) or i.i.d. Rayleigh (for closed-form tests)."""
+    """Propagation: 3GPP TR 38.901 UMa/UMi/RMa/CDL (Sionna) or i.i.d. Rayleigh (closed-form tests).
 
-    model: str = _f("uma", choices=("uma", "rayleigh"))
+    ``cdl_profile`` and ``delay_spread_s`` apply to ``model = "cdl"`` only (and enter the hash only
+    then); ``los`` and ``indoor_probability`` apply to the system-level models uma/umi/rma.
+    """
+
+    model: str = _f("uma", choices=("uma", "umi", "rma", "cdl", "rayleigh"))
+    cdl_profile: str = _f("A", choices=("A", "B", "C", "D", "E"))
+    delay_spread_s: float = _f(100e-9, lambda v: 0 < v <= 1e-5, "must be in (0, 1e-5] s (RMS delay spread)")
     carrier_hz: float = _f(2.4e9, _pos, "must be > 0")
     num_subcarriers: int = _f(48, _pos, "must be > 0")
     subcarrier_spacing_hz: float = _f(180e3, _pos, "must be > 0")
@@ -49,7 +55,8 @@ class Channel:
     bs_rows: int = _f(4, _pos, "must be > 0")
     bs_cols: int = _f(4, _pos, "must be > 0")
     bs_polarization: str = _f("single", choices=("single", "dual"))
-    speed_kmh: float = _f(30.0, _nonneg, "must be >= 0")
+    # a number, or [low, high]: each user's speed uniform in the range (e.g. averages over test speeds)
+    speed_kmh: float = field(default=30.0, metadata={"check": _nonneg, "why": "must be >= 0", "pair": True})
 
     @property
     def num_bs_antennas(self) -> int:
@@ -92,6 +99,22 @@ class Detection:
 
 
 @dataclass
+class Coded:
+    """Coded uplink (task ``coded``): 5G LDPC codewords over the ``[detection]`` link (its users,
+    QAM order, slots and SNR), LLRs from pilot-estimated noise; stops as ``[detection]`` does, in
+    block errors. See :class:`linksim.chains.coded.CodedChain`."""
+
+    code_rate: float = _f(0.5, lambda v: 0 < v < 1, "must be in (0, 1)")
+    coded_block_bits: int = _f(480, _pos, "must be > 0")       # n (k = round(code_rate * n))
+    bp_iterations: int = _f(20, _pos, "must be > 0")
+    demapping: str = _f("app", choices=("app", "maxlog"))
+    pilot_slots: int = _f(1, _pos, "must be > 0")              # leading slots of each subcarrier
+    target_block_errors: int = _f(100, _pos, "must be > 0")
+    min_samples: int = _f(32, _pos, "must be > 0")
+    max_samples: int = _f(256, _pos, "must be > 0")
+
+
+@dataclass
 class Run:
     seed: int = _f(0, _nonneg, "must be >= 0")
     batch_size: int = _f(32, _pos, "must be > 0")
@@ -108,6 +131,7 @@ class Scenario:
     prediction: Prediction = field(default_factory=Prediction)
     precoding: Precoding = field(default_factory=Precoding)
     detection: Detection = field(default_factory=Detection)
+    coded: Coded = field(default_factory=Coded)
     run: Run = field(default_factory=Run)
     path: str = field(default="<memory>", metadata={"internal": True})
     source: str = field(default="", metadata={"internal": True})
@@ -115,7 +139,13 @@ class Scenario:
     @property
     def hash(self) -> str:
         """SHA-256 (first 16 hex) of the canonical content; equal content -> equal hash."""
-        text = repr(to_dict(self))
+        d = to_dict(self)
+        if self.channel.model != "cdl":   # CDL-only keys: other scenarios keep their former hash
+            for key in _CDL_ONLY:
+                d["channel"].pop(key)
+        if d["coded"] == dataclasses.asdict(Coded()):   # likewise a default [coded] table
+            d.pop("coded")
+        text = repr(d)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def replace(self, **changes: dict[str, Any]) -> "Scenario":
@@ -136,13 +166,25 @@ class Scenario:
         d = self.detection
         if d.min_samples > d.max_samples:
             raise LinksimError(f"{self.path}: detection.min_samples ({d.min_samples}) > max_samples ({d.max_samples})")
+        c = self.coded
+        if c.min_samples > c.max_samples:
+            raise LinksimError(f"{self.path}: coded.min_samples ({c.min_samples}) > max_samples ({c.max_samples})")
 
+
+_CDL_ONLY = ("cdl_profile", "delay_spread_s")
 
 _SECTIONS = {"channel": Channel, "prediction": Prediction, "precoding": Precoding,
-             "detection": Detection, "run": Run}
+             "detection": Detection, "coded": Coded, "run": Run}
 
 
 def _check_value(path: str, key: str, f: dataclasses.Field, value: Any) -> Any:
+    if f.metadata.get("pair") and isinstance(value, (list, tuple)):   # [low, high]
+        if len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise LinksimError(f"{path}: {key}: expected a number or [low, high], got {value!r}")
+        lo, hi = (_check_value(path, key, f, float(v)) for v in value)
+        if lo > hi:
+            raise LinksimError(f"{path}: {key} = {list(value)}: low > high")
+        return (lo, hi)
     want = f.type if isinstance(f.type, type) else {"float": float, "int": int, "str": str,
                                                    "bool": bool}[f.type]
     if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -199,7 +241,7 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario TOML file.
 
     :param path: the ``.toml`` file (tables ``[channel]``, ``[prediction]``, ``[precoding]``,
-        ``[detection]``, ``[run]``; every key optional, defaults as in the dataclasses here)
+        ``[detection]``, ``[coded]``, ``[run]``; every key optional, defaults as in the dataclasses here)
     :output scenario: :class:`Scenario`. A bad file, key or value raises ``LinksimError`` with one
         line naming the file and the key.
 

@@ -257,5 +257,6 @@ def test_sweep_with_pad_and_wiener(tmp_path):
     store = sweep(sc, "prediction", ["outdated", "ar", "pad", "wiener"], "speed_kmh=10,100",
                   tmp_path / "out", progress=False)
     rows = read_rows(store.csv)
-    assert sorted({r["block"] for r in rows}) == ["ar", "outdated", "pad", "wiener"] and len(rows) == 8
+    assert sorted({r["block"] for r in rows}) == ["ar", "outdated", "pad", "wiener"] and len(rows) == 16
+    assert {r["metric"] for r in rows} == {"nmse_db", "nmse_noisy_db"}
     assert all(math.isfinite(float(r["value"])) for r in rows)

@@ -65,6 +65,9 @@ def load_agent(path: str, kind: str, scenario, precision: str | None = None,
 
     Everything is checked before any compute: agent.toml, that the agent was trained for the
     task of ``kind``, the sizes it was trained for against the scenario, and the weights file.
+    Only the sizes must match (:data:`~linksim.agents.base.MUST_MATCH`): the scenario may differ in
+    anything else, e.g. an agent trained on ``quick.toml`` (UMa) is evaluated on
+    ``quick-umi.toml``, ``quick-rma.toml`` or ``quick-cdl.toml`` without retraining.
     Usually reached through :func:`linksim.blocks.get` with ``"agent:PATH"``.
 
     :param path: the agent folder (``agent.toml`` + ``model.safetensors``)

@@ -108,8 +108,9 @@ class Chain:
 
     def current(self, x_name: str):
         sc = self.scenario
-        if x_name == "speed_kmh":
-            return sc.channel.speed_kmh
+        if x_name == "speed_kmh":   # a [low, high] range is labelled by its midpoint
+            v = sc.channel.speed_kmh
+            return sum(v) / 2 if isinstance(v, tuple) else v
         return getattr(getattr(sc, self.section), x_name)
 
     def apply(self, x_name: str, x: float) -> Scenario:

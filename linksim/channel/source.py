@@ -22,9 +22,16 @@ C_LIGHT = 299_792_458.0
 class ChannelSource:
     """Draws batches of channels for a scenario; bit-identical for the same seed.
 
-    ``model = "uma"``: Sionna's 3GPP TR 38.901 UMa (NLOS by default, outdoor users, path loss and
-    shadowing off, then every user of every drop normalised to unit average gain per entry). History
-    and future come from one Sionna call, so only the Doppler phases evolve across time samples.
+    ``model = "uma"`` (``"umi"``, ``"rma"``): Sionna's 3GPP TR 38.901 UMa (UMi street canyon, RMa)
+    system-level model in a single-sector drop (NLOS by default, outdoor users, path loss and
+    shadowing off). History and future come from one Sionna call, so only the Doppler phases evolve
+    across time samples (:class:`~linksim.channel.tr38901.SystemLevel`).
+
+    ``model = "cdl"``: Sionna's TR 38.901 CDL profile ``cdl_profile`` (A..E) scaled to
+    ``delay_spread_s``; each user is an independent CDL link (:class:`~linksim.channel.tr38901.CDLLinks`).
+
+    The 3GPP channels are normalised per user of each drop to unit average gain per entry (mean of
+    ``|H|^2`` over time, antennas and subcarriers).
 
     ``model = "rayleigh"``: i.i.d. CN(0, 1) entries; across time each entry follows Clarke's model
     (sum of 32 sinusoids with uniform angles), so lag correlation is J0(2 pi f_D dt) in expectation.
@@ -58,9 +65,7 @@ class ChannelSource:
         self.precision = scenario.run.precision
         self.dtype, self.cdtype = dtypes(self.precision)
         self._count = 0
-        self._uma = None
-        self._freqs = None
-        self._topology_shape = None
+        self._sionna = None   # the Sionna generator (linksim.channel.tr38901), built on first use
 
     # ------------------------------------------------------------------ public
     def sample(self, batch: int, speed_kmh: float | tuple[float, float] | None = None,
@@ -90,9 +95,9 @@ class ChannelSource:
         if seed is None:
             seed = derive_seed(self.seed, "batch", self._count)
             self._count += 1
-        if self.ch.model == "uma":
-            return self._uma_batch(batch, lo / 3.6, hi / 3.6, k, t, seed)
-        return self._rayleigh_batch(batch, lo / 3.6, hi / 3.6, k, t, seed)
+        if self.ch.model == "rayleigh":
+            return self._rayleigh_batch(batch, lo / 3.6, hi / 3.6, k, t, seed)
+        return self._tr38901_batch(batch, lo / 3.6, hi / 3.6, k, t, seed)
 
     def stream(self, num_samples: int, batch: int, **kwargs) -> Iterator[torch.Tensor]:
         """Yield batches until ``num_samples`` drops have been produced (last batch may be smaller)."""
@@ -102,47 +107,14 @@ class ChannelSource:
             yield self.sample(b, **kwargs)
             done += b
 
-    # ------------------------------------------------------------------ UMa
-    def _uma_model(self):
-        if self._uma is None:
-            from sionna.phy.channel import subcarrier_frequencies
-            from sionna.phy.channel.tr38901 import UMa, PanelArray
+    # ------------------------------------------------------------------ 3GPP TR 38.901
+    def _tr38901_batch(self, b, v_lo, v_hi, k, t, seed):
+        if self._sionna is None:
+            from .tr38901 import SYSTEM_LEVEL, CDLLinks, SystemLevel
 
-            ch = self.ch
-            dual = ch.bs_polarization == "dual"
-            bs = PanelArray(num_rows_per_panel=ch.bs_rows, num_cols_per_panel=ch.bs_cols,
-                            polarization="dual" if dual else "single",
-                            polarization_type="cross" if dual else "V",
-                            antenna_pattern="38.901", carrier_frequency=ch.carrier_hz,
-                            precision=self.precision, device=str(self.device))
-            ut = PanelArray(num_rows_per_panel=1, num_cols_per_panel=1, polarization="single",
-                            polarization_type="V", antenna_pattern="omni",
-                            carrier_frequency=ch.carrier_hz, precision=self.precision,
-                            device=str(self.device))
-            self._uma = UMa(carrier_frequency=ch.carrier_hz, o2i_model="low", ut_array=ut,
-                            bs_array=bs, direction="uplink", enable_pathloss=False,
-                            enable_shadow_fading=False, precision=self.precision,
-                            device=str(self.device))
-            self._freqs = subcarrier_frequencies(ch.num_subcarriers, ch.subcarrier_spacing_hz,
-                                                 precision=self.precision, device=str(self.device))
-        return self._uma
-
-    def _uma_batch(self, b, v_lo, v_hi, k, t, seed):
-        import sionna.phy
-        from sionna.phy.channel import cir_to_ofdm_channel, gen_single_sector_topology
-
-        model = self._uma_model()
-        sionna.phy.config.seed = seed
-        topo = gen_single_sector_topology(b, k, "uma", indoor_probability=self.ch.indoor_probability,
-                                          min_ut_velocity=v_lo, max_ut_velocity=v_hi,
-                                          precision=self.precision, device=str(self.device))
-        if self._topology_shape not in (None, (b, k)):
-            model.reset_topology()  # Sionna freezes topology shapes after the first call
-        self._topology_shape = (b, k)
-        model.set_topology(*topo, los=self.ch.los)
-        a, tau = model(num_time_samples=t, sampling_frequency=1.0 / self.ch.sample_spacing_s)
-        h = cir_to_ofdm_channel(self._freqs, a, tau)      # [b, 1, M, K, 1, t, F]
-        h = h[:, 0, :, :, 0].permute(0, 3, 2, 1, 4)       # [b, t, K, M, F]
+            cls = SystemLevel if self.ch.model in SYSTEM_LEVEL else CDLLinks
+            self._sionna = cls(self.ch, self.precision, str(self.device))
+        h = self._sionna(b, v_lo, v_hi, k, t, seed)
         return _normalise_per_user(h).to(self.cdtype).contiguous()
 
     # ------------------------------------------------------------------ Rayleigh

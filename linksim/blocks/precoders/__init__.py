@@ -2,7 +2,8 @@
 
 Modules: :mod:`.rates` (:func:`sinr`, :func:`sum_rate`, shared helpers), :mod:`.structure` (the
 optimal-structure map :func:`structured_beamformer` and :func:`wmmse_p_lambda`), :mod:`.linear`
-(``zf``, ``rzf``, ``mrt``), :mod:`.wmmse` (``wmmse``), :mod:`.dpc` (``dpc_bound``, :func:`waterfill`).
+(``zf``, ``rzf``, ``mrt``), :mod:`.wmmse` (``wmmse``), :mod:`.wmmse_best` (``wmmse_best``: WMMSE
+from several starts, best per sample), :mod:`.dpc` (``dpc_bound``, :func:`waterfill`).
 
 Conventions (as in Sionna and :mod:`linksim.registry`):
 
@@ -17,8 +18,8 @@ Every precoder is a :class:`~linksim.blocks.base.Block` (``precision``, ``device
 ``precoder(h, p_tx, noise_var) -> w``; it casts its inputs on entry, computes internally in
 complex128 and returns its ``cdtype`` (complex64 in single precision, complex128 in double). All
 blocks are vectorised over the batch. Closed-form precoders (``zf``, ``rzf``, ``mrt``) and
-:func:`structured_beamformer` are differentiable; ``wmmse`` and ``dpc_bound`` are iterative and
-run under ``torch.no_grad()``. Rates and the DPC capacity are float64.
+:func:`structured_beamformer` are differentiable; ``wmmse``, ``wmmse_best`` and ``dpc_bound`` are
+iterative and run under ``torch.no_grad()``. Rates and the DPC capacity are float64.
 
 Implementation note: every precoder here lies in the row space of ``h``, ``W = h^H T`` with a small
 ``T [b, K, K]`` (this holds for ZF/RZF/MRT, for every WMMSE iterate, and for the optimal structure).
@@ -27,14 +28,15 @@ cost per iteration does not grow with M.
 """
 from __future__ import annotations
 
-from . import dpc, linear, rates, structure, wmmse  # noqa: F401  (register the blocks)
+from . import dpc, linear, rates, structure, wmmse, wmmse_best  # noqa: F401  (register the blocks)
 from .dpc import DPCBound, waterfill
 from .linear import MRT, RZF, ZF
 from .rates import _per_sample, per_sample, sinr, sum_rate
 from .structure import structured_beamformer, wmmse_p_lambda
 from .wmmse import WMMSE
+from .wmmse_best import WMMSEBest
 
 __all__ = [
     "sinr", "sum_rate", "per_sample", "structured_beamformer", "wmmse_p_lambda", "waterfill",
-    "ZF", "RZF", "MRT", "WMMSE", "DPCBound",
+    "ZF", "RZF", "MRT", "WMMSE", "WMMSEBest", "DPCBound",
 ]

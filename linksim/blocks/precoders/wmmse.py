@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ...errors import LinksimError
 from ...registry import register_block
 from ..base import Block
 from .rates import _LN2, _c128, _eye, _gram, _power_k, per_sample
@@ -78,7 +79,10 @@ class WMMSE(Block):
                  bisect_steps: int = 50, precision: str | None = None, device=None):
         super().__init__(precision=precision, device=device)
         if init not in ("rzf", "mrt"):
-            raise ValueError(f"wmmse: init must be 'rzf' or 'mrt', got {init!r}")
+            raise LinksimError(f"wmmse: init must be 'rzf' or 'mrt', got {init!r}")
+        if not tol >= 0 or int(max_iter) != max_iter or max_iter < 0:
+            raise LinksimError(f"wmmse: need tol >= 0 and an integer max_iter >= 0, got tol={tol!r}, "
+                               f"max_iter={max_iter!r}")
         self.tol, self.max_iter, self.init, self.bisect_steps = tol, int(max_iter), init, bisect_steps
         self.last_history: torch.Tensor | None = None
         self.last_iterations: torch.Tensor | None = None
@@ -134,38 +138,52 @@ class WMMSE(Block):
         pw = _power_k(g, t)
         return t * torch.sqrt(ptx / pw.clamp_min(1e-300))[:, None, None]
 
-    @torch.no_grad()
-    def forward(self, h, p_tx, noise_var, return_history: bool = False):
-        h, p_tx, noise_var = _c128(self.cast(h)), self.cast(p_tx), self.cast(noise_var)
-        b, k, _ = h.shape
-        ptx = per_sample(p_tx, b, h.device)
-        s2 = per_sample(noise_var, b, h.device)
-        g = _gram(h)
+    def _initial(self, g, s2, ptx):
+        """The deterministic starting point ``T [b,K,K]`` (RZF or MRT), scaled to power ``ptx``."""
+        b, k, _ = g.shape
         eye = _eye(k, g)
         if self.init == "rzf":
             t = torch.linalg.solve(g + (k * s2 / ptx)[:, None, None] * eye, eye.expand(b, k, k))
         else:
             t = eye.expand(b, k, k).clone()
-        t = t * torch.sqrt(ptx / _power_k(g, t).clamp_min(1e-300))[:, None, None]
+        return t * torch.sqrt(ptx / _power_k(g, t).clamp_min(1e-300))[:, None, None]
+
+    def _iterate(self, g, t, s2, ptx):
+        """WMMSE updates from ``T`` with per-sample stopping, on complex128 Gram matrices ``g``.
+
+        Returns the final ``T [b,K,K]``, its sum-rate ``[b]``, the history ``[n+1, b]`` and the
+        updates used ``[b]``. Each sample runs as it would alone: an update is computed for the
+        samples still running only (a stopped one is frozen and costs nothing more), so several
+        starting points can be stacked into the batch.
+        """
+        b = g.shape[0]
         u, om, rate = self._stats(g, t, s2)
+        t = t.clone()
         hist = [rate]
-        active = torch.ones(b, dtype=torch.bool, device=h.device)
-        iters = torch.zeros(b, dtype=torch.int64, device=h.device)
+        iters = torch.zeros(b, dtype=torch.int64, device=g.device)
+        run = torch.arange(b, device=g.device)                    # rows still running
         for _ in range(self.max_iter):
-            t_new = self._update(g, u, om, ptx)
-            u_new, om_new, rate_new = self._stats(g, t_new, s2)
-            m = active
-            t = torch.where(m[:, None, None], t_new, t)
-            u = torch.where(m[:, None], u_new, u)
-            om = torch.where(m[:, None], om_new, om)
-            rel = (rate_new - rate).abs() / rate.abs().clamp_min(1e-12)
-            rate = torch.where(m, rate_new, rate)
-            iters = iters + m.to(torch.int64)
+            ga = g[run]
+            t_new = self._update(ga, u[run], om[run], ptx[run])
+            u_new, om_new, rate_new = self._stats(ga, t_new, s2[run])
+            rel = (rate_new - rate[run]).abs() / rate[run].abs().clamp_min(1e-12)
+            t[run], u[run], om[run] = t_new, u_new, om_new
+            rate = rate.clone()
+            rate[run] = rate_new
+            iters[run] += 1
             hist.append(rate)
-            active = active & ~(rel < self.tol)
-            if not bool(active.any()):
+            run = run[~(rel < self.tol)]
+            if run.numel() == 0:
                 break
-        self.last_history = torch.stack(hist)
-        self.last_iterations = iters
+        return t, rate, torch.stack(hist), iters
+
+    @torch.no_grad()
+    def forward(self, h, p_tx, noise_var, return_history: bool = False):
+        h, p_tx, noise_var = _c128(self.cast(h)), self.cast(p_tx), self.cast(noise_var)
+        b = h.shape[0]
+        ptx = per_sample(p_tx, b, h.device)
+        s2 = per_sample(noise_var, b, h.device)
+        g = _gram(h)
+        t, _, self.last_history, self.last_iterations = self._iterate(g, self._initial(g, s2, ptx), s2, ptx)
         w = (h.mH @ t).to(self.cdtype)
         return (w, self.last_history) if return_history else w

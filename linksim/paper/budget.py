@@ -1,0 +1,89 @@
+"""A paper budget: ``paper/<budget>.toml`` names the scenario, the agent of every role, the sweep grids
+and per-item scenario changes of ``linksim paper --budget <budget>``.
+
+Layout::
+
+    scenario = "scenarios/quick.toml"
+    [scenarios]              # other scenarios by key (generalisation)
+    umi = "scenarios/quick-umi.toml"
+    [agents]                 # role -> agent folder (trained by `linksim paper` when its weights are missing)
+    gru = "agents/gru"
+    llm_multi = "agents/llm-multitask"
+    [grids]                  # item -> NAME=START:STOP:STEP (as `linksim sweep --over`)
+    fig5 = "speed_kmh=10:100:10"
+    [changes]                # item -> scenario sections to change, e.g. fewer drops per point
+    fig5 = { prediction = { num_samples = 256 } }
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import LinksimError
+
+#: where the budgets live, relative to the working directory (the repository root)
+BUDGET_DIR = Path("paper")
+KEYS = ("scenario", "scenarios", "agents", "grids", "changes")
+
+
+@dataclass
+class Budget:
+    """A validated budget file."""
+
+    name: str
+    path: Path
+    scenario: str
+    agents: dict[str, str] = field(default_factory=dict)
+    scenarios: dict[str, str] = field(default_factory=dict)
+    grids: dict[str, str] = field(default_factory=dict)
+    changes: dict[str, dict] = field(default_factory=dict)
+
+    def agent(self, role: str) -> str:
+        """The folder of ``role``; a missing role is a clear error naming the budget file."""
+        if role not in self.agents:
+            raise LinksimError(f"{self.path}: [agents] has no '{role}' (needed by `linksim paper`)")
+        return self.agents[role]
+
+    def scenario_of(self, key: str) -> str:
+        """The scenario file of ``[scenarios].<key>`` (generalisation: other channel models)."""
+        if key not in self.scenarios:
+            raise LinksimError(f"{self.path}: [scenarios] has no '{key}'")
+        return self.scenarios[key]
+
+    def grid(self, item: str) -> str:
+        if item not in self.grids:
+            raise LinksimError(f"{self.path}: [grids] has no '{item}'")
+        return self.grids[item]
+
+
+def budget_names() -> list[str]:
+    return sorted(p.stem for p in BUDGET_DIR.glob("*.toml"))
+
+
+def load_budget(name: str) -> Budget:
+    """``paper/<name>.toml`` -> :class:`Budget` (every table and value type checked, one line each)."""
+    path = BUDGET_DIR / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(budget_names()) or f"none in {BUDGET_DIR}/ (run from the repository root)"
+        raise LinksimError(f"--budget {name!r}: no {path} (budgets: {known})")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise LinksimError(f"{path}: not valid TOML ({e})") from None
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise LinksimError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(KEYS)})")
+    if not isinstance(data.get("scenario"), str):
+        raise LinksimError(f"{path}: scenario: expected the path of a scenario file")
+    for key in ("agents", "scenarios", "grids", "changes"):
+        table = data.get(key, {})
+        if not isinstance(table, dict):
+            raise LinksimError(f"{path}: [{key}] must be a table")
+        want = dict if key == "changes" else str
+        for k, v in table.items():
+            if not isinstance(v, want):
+                raise LinksimError(f"{path}: {key}.{k}: expected {'a table' if want is dict else 'a string'}, "
+                                   f"got {v!r}")
+    return Budget(name, path, data["scenario"], dict(data.get("agents", {})), dict(data.get("scenarios", {})),
+                  dict(data.get("grids", {})), dict(data.get("changes", {})))

@@ -1,0 +1,208 @@
+"""`linksim paper` end to end on a miniature budget: every figure and table file, tables equal to the
+CSV rows they cite, an interrupted run resumed to the same files, and clear errors."""
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+from linksim.cli import main
+from linksim.errors import LinksimError
+from linksim.paper import FIGURES, TABLES, item_names, parse_only, run_paper
+from linksim.paper import memory as paper_memory
+from linksim.results import read_rows
+
+SCENARIO = """name = "paper-tiny"
+[channel]
+model = "rayleigh"
+bs_rows = 2
+bs_cols = 4
+[prediction]
+num_users = 2
+num_samples = 8
+[precoding]
+num_users = 2
+num_samples = 8
+[detection]
+num_users = 2
+min_samples = 8
+max_samples = 8
+target_errors = 10
+[coded]
+min_samples = 8
+max_samples = 8
+[run]
+batch_size = 8
+"""
+
+LLM = """[model]
+users = [1, 2]
+prompt = "{prompt}"
+[model.backbone]
+source = "tiny"
+layers = 2
+quantization = "{quant}"
+random_init = true
+[model.heads.prediction]
+base = "outdated"
+"""
+NO_LLM = LLM.replace('source = "tiny"', 'source = "none"')
+
+TRAIN = """[train]
+steps = 2
+batch_size = 8
+pool_drops = 8
+val_drops = 4
+label_steps = 1
+val_every = 2
+checkpoint_every = 1
+"""
+
+# role -> (arch, tasks, model section)
+AGENTS = {
+    "rnn": ("rnn", None, ""), "lstm": ("lstm", None, ""), "gru": ("gru", None, ""),
+    "transformer": ("transformer", None, ""), "cnn": ("cnn", None, ""), "dnn": ("dnn", None, ""),
+    "detnet": ("detnet", None, ""), "oampnet": ("oampnet", None, "[model]\nnum_layers = 2\n"),
+    "llm_multi": ("llm", None, LLM.format(prompt="text", quant="none")),
+    "llm_prediction": ("llm", ["prediction"], LLM.format(prompt="text", quant="none")),
+    "llm_precoding": ("llm", ["precoding"], LLM.format(prompt="text", quant="none")),
+    "llm_detection": ("llm", ["detection"], LLM.format(prompt="text", quant="none")),
+    "ablation": ("llm", None, LLM.format(prompt="text", quant="none")),
+    "nf4": ("llm", None, LLM.format(prompt="text", quant="nf4")),
+    "loftq": ("llm", None, LLM.format(prompt="text", quant="loftq")),
+    "random_init": ("llm", None, LLM.format(prompt="text", quant="none")),
+    "no_backbone": ("llm", None, NO_LLM.format(prompt="text", quant="none")),
+    "single_prompt": ("llm", ["detection"], LLM.format(prompt="text", quant="none")),
+    "single_noprompt": ("llm", ["detection"], LLM.format(prompt="none", quant="none")),
+}
+
+GRIDS = """[grids]
+fig5 = "speed_kmh=10,40,50,100"
+fig6 = "snr_db=0:20:20"
+fig7 = "tx_power_dbw=-10:10:20"
+fig8 = "num_users=1:2:1"
+fig9 = "snr_db=0:20:20"
+loop = "speed_kmh=10:100:90"
+coded = "snr_db=0:20:20"
+gen = "speed_kmh=10:100:90"
+"""
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A working directory with paper/tiny.toml, its scenario and untrained tiny agents."""
+    root = tmp_path_factory.mktemp("paper")
+    (root / "scenarios").mkdir()
+    (root / "scenarios" / "tiny.toml").write_text(SCENARIO)
+    lines = ['scenario = "scenarios/tiny.toml"', "[scenarios]"]
+    for s in ("umi", "rma", "cdl"):      # generalisation: other channel models, the same sizes
+        (root / "scenarios" / f"tiny-{s}.toml").write_text(SCENARIO.replace('"rayleigh"', f'"{s}"'))
+        lines.append(f'{s} = "scenarios/tiny-{s}.toml"')
+    lines.append("[agents]")
+    for role, (arch, tasks, model) in AGENTS.items():
+        d = root / "agents" / role
+        d.mkdir(parents=True)
+        head = f'[agent]\narch = "{arch}"\nscenario = "scenarios/tiny.toml"\nseed = 0\n'
+        if tasks:
+            head += "tasks = [" + ", ".join(f'"{t}"' for t in tasks) + "]\n"
+        (d / "agent.toml").write_text(head + model + TRAIN)
+        lines.append(f'{role} = "agents/{role}"')
+    lines.append('best_predictor = "agents/gru"')
+    (root / "paper").mkdir()
+    (root / "paper" / "tiny.toml").write_text("\n".join(lines) + "\n" + GRIDS)
+    return root
+
+
+@pytest.fixture
+def fixed_memory(monkeypatch):
+    """Memory varies between processes: the resume test pins it (the probe is tested on its own)."""
+    monkeypatch.setattr(paper_memory, "training_memory",
+                        lambda folder, steps=3, batch=32: {"backbone_mib": 1.5, "train_peak_mib": 100.0})
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
+            if p.is_file() and p.name != "meta.json" and "agents" not in p.parts}
+
+
+def test_paper_end_to_end_resume_identical(root, monkeypatch, fixed_memory):
+    monkeypatch.chdir(root)
+    # an interrupted run (after a few sweep points) resumes to the same files as one uninterrupted
+    from linksim.chains.base import Chain
+    real, calls = Chain.run_point, {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Chain, "run_point", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_paper("tiny", "out-a", progress=False)
+    assert calls["n"] == 7
+    run_paper("tiny", "out-a", progress=False)
+    monkeypatch.setattr(Chain, "run_point", real)
+    run_paper("tiny", "out-b", progress=False)
+    a, b = _files(root / "out-a"), _files(root / "out-b")
+    assert a.keys() == b.keys()
+    assert [k for k in a if a[k] != b[k]] == []
+    for f in FIGURES:
+        for ext in ("csv", "png", "pdf"):
+            assert f"{f.name}.{ext}" in a, f"{f.name}.{ext} missing"
+    for t in TABLES:
+        assert f"{t.name}.md" in a and f"{t.name}.csv" in a
+    readme = (root / "out-a" / "README.md").read_text()
+    assert all(f"{f.name}.png" in readme for f in FIGURES) and "table1" in readme
+
+
+def test_table_cells_equal_csv_values(root, monkeypatch, fixed_memory):
+    monkeypatch.chdir(root)
+    run_paper("tiny", "out-b", only=",".join(t.name for t in TABLES), progress=False)
+    for t in TABLES:
+        index = {}
+        for data in {t.data} | {c.data for c in t.columns if c.data}:
+            for r in read_rows(root / "out-b" / data / "results.csv"):
+                index[(data, r["block"], r["task"], r["metric"], float(r["x"]))] = float(r["value"])
+        body = [line for line in (root / "out-b" / f"{t.name}.md").read_text().splitlines()
+                if line.startswith("| ") and "`" in line]
+        assert len(body) == len([r for r in t.rows if r != "@backbone"])
+        for line in body:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            agents = re.search(r"`([^`]+)`", cells[0]).group(1).split(", ")
+            for c, text in zip(t.columns, cells[1:]):
+                hits = [index[k] for a in agents if (k := (c.data or t.data, a, c.task, c.metric, c.x)) in index]
+                assert len(hits) <= 1
+                assert text == (f"{hits[0]:.{c.digits}f}" if hits else "—"), (t.name, c.header, text)
+        # the table's CSV holds exactly the rows it shows
+        shown = list(csv.DictReader(open(root / "out-b" / f"{t.name}.csv")))
+        assert len(shown) == sum(cell.strip() != "—" for line in body for cell in line.strip("|").split("|")[1:])
+
+
+def test_only_subset_and_user_backbone(root, monkeypatch, fixed_memory):
+    monkeypatch.chdir(root)
+    files = run_paper("tiny", "out-c", only="fig7", backbone="tiny", progress=False)
+    names = {p.name for p in files}
+    assert {"fig7.csv", "fig7.png", "fig7.pdf", "README.md"} <= names and "fig5.png" not in names
+    assert not (root / "out-c" / "fig5").exists()
+    run_paper("tiny", "out-c", only="table2", backbone="tiny", progress=False)
+    md = (root / "out-c" / "table2.md").read_text()
+    assert "backbone-tiny" in md and (root / "out-c" / "agents" / "backbone-tiny" / "model.safetensors").is_file()
+
+
+def test_only_unknown_name_is_one_line(capsys):
+    with pytest.raises(LinksimError, match="items: fig5, fig6"):
+        parse_only("fig7,figX")
+    assert parse_only(None) == item_names()
+    assert main(["paper", "--only", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'nope'" in err and "table1" in err
+
+
+def test_memory_probe_measures_the_backbone(root, monkeypatch):
+    """The real probe (fresh process): the NF4 backbone is stored smaller than the fp32 one."""
+    monkeypatch.chdir(root)
+    fp = paper_memory.training_memory(str(root / "agents" / "ablation"), steps=1, batch=4)
+    q = paper_memory.training_memory(str(root / "agents" / "nf4"), steps=1, batch=4)
+    assert fp["train_peak_mib"] > 50 and q["train_peak_mib"] > 50
+    assert 0 < q["backbone_mib"] < fp["backbone_mib"]
