@@ -206,3 +206,13 @@ def test_memory_probe_measures_the_backbone(root, monkeypatch):
     q = paper_memory.training_memory(str(root / "agents" / "nf4"), steps=1, batch=4)
     assert fp["train_peak_mib"] > 50 and q["train_peak_mib"] > 50
     assert 0 < q["backbone_mib"] < fp["backbone_mib"]
+
+
+def test_second_run_on_the_same_data_folder_is_refused(root, monkeypatch, fixed_memory):
+    import fcntl
+    monkeypatch.chdir(root)
+    (root / "out-d" / "fig7").mkdir(parents=True)
+    with open(root / "out-d" / "fig7" / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)            # another run holds it
+        with pytest.raises(LinksimError, match="another linksim run is writing there"):
+            run_paper("tiny", "out-d", only="fig7", progress=False)

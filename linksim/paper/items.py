@@ -61,6 +61,7 @@ class Figure:
     paper: str = ""          # what the paper shows there (README)
     log_y: bool = False
     smooth: int = 0          # running mean over this many points (training losses)
+    labels: tuple = ()       # (role, legend label) pairs that override the usual names
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ FIGURES = (
            log_y=True),
     Figure("fig11", "training", "training", "loss_detection", "step",
            "Detection training loss (MSE) vs step", "Fig. 11: loss vs step with and without prompt",
-           log_y=True, smooth=25),
+           smooth=25, labels=(("ablation", "multi-task, prompt"),)),
     Figure("coded", "coded", "coded", "bler", "snr_db", "Coded uplink: 5G LDPC block error rate vs SNR",
            log_y=True),
     Figure("loop", "loop", "loop", "sum_rate", "speed_kmh", "In the loop: sum-rate on the true future channel"),

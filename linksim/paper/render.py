@@ -30,12 +30,13 @@ EXTRA_Y = {"loss_detection": "Detection loss (MSE)"}
 MARKERS = "osD^v<>phX*P"
 
 
-def display(block: str, labels: dict[str, str]) -> str:
+def display(block: str, labels: dict[str, str], overrides: dict | None = None) -> str:
     """A CSV block label as the legend shows it (``ar+wmmse`` -> ``AR (per-sample LS) + WMMSE``)."""
+    names = ROLES | dict(overrides or {})
     out = []
     for part in block.split("+"):
         role = labels.get(part)
-        out.append(ROLES.get(role, role) if role else NAMES.get(part, part))
+        out.append(names.get(role, role) if role else NAMES.get(part, part))
     return " + ".join(out)
 
 
@@ -82,7 +83,7 @@ def render_figure(fig: Figure, out: Path, labels: dict[str, str]) -> list[Path]:
             lo = [min(a, 0.999 * b) for a, b in zip(lo, y)]
         limit = any(p in LIMITS for p in block.split("+"))
         llm = "llm" in block
-        style = dict(label=display(block, labels), linestyle="--" if limit else "-",
+        style = dict(label=display(block, labels, dict(fig.labels)), linestyle="--" if limit else "-",
                      linewidth=2.0 if llm else 1.3, markersize=4.5 if not fig.smooth else 0,
                      marker=MARKERS[i % len(MARKERS)], capsize=2)
         if limit:

@@ -2,7 +2,9 @@
 figures and write the tables and ``OUT/README.md`` from the CSVs."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import re
 import tomllib
 from pathlib import Path
@@ -111,9 +113,28 @@ def ensure_trained(folders: list[str], progress: bool) -> None:
 
 def run_data(data: Data, budget: Budget, roles: Roles, out: Path, progress: bool) -> None:
     """Fill ``OUT/<data.name>/results.csv`` (finished points and rows are kept)."""
+    folder = out / data.name
+    with _exclusive(folder):
+        _run_data(data, budget, roles, folder, progress)
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path):
+    """Hold ``folder/.lock`` (flock) while a data folder is written: a second ``linksim paper``
+    on the same OUT is refused for that folder instead of racing on its results.csv."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LinksimError(f"{folder}: another linksim run is writing there; wait for it or "
+                               "choose another --out") from None
+        yield
+
+
+def _run_data(data: Data, budget: Budget, roles: Roles, folder: Path, progress: bool) -> None:
     from ..sweep import sweep
 
-    folder = out / data.name
     sc = load_scenario(budget.scenario_of(data.scenario) if data.scenario else budget.scenario)
     changes = {k: dict(v) for k, v in data.changes.items()}
     for sec, values in budget.changes.get(data.name, {}).items():
