@@ -24,7 +24,7 @@ ROLES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU", "transformer": "Transformer
          "random_init": "LLM random init", "no_backbone": "no backbone",
          "single_prompt": "single-task, prompt", "single_noprompt": "single-task, no prompt",
          "backbone": "user backbone"}
-LIMITS = ("dpc_bound", "genie", "wmmse_best", "kbest")     # references: dashed
+LIMITS = {"dpc_bound": "--", "genie": "--", "wmmse_best": ":", "kbest": "-."}   # references: grey, own dashes
 EXTRA_X = {("training", "step"): "Training step"}
 EXTRA_Y = {"loss_detection": "Detection loss (MSE)"}
 MARKERS = "osD^v<>phX*P"
@@ -83,7 +83,8 @@ def render_figure(fig: Figure, out: Path, labels: dict[str, str]) -> list[Path]:
             lo = [min(a, 0.999 * b) for a, b in zip(lo, y)]
         limit = any(p in LIMITS for p in block.split("+"))
         llm = "llm" in block
-        style = dict(label=display(block, labels, dict(fig.labels)), linestyle="--" if limit else "-",
+        dash = next((LIMITS[p] for p in block.split("+") if p in LIMITS), "-")
+        style = dict(label=display(block, labels, dict(fig.labels)), linestyle=dash,
                      linewidth=2.0 if llm else 1.3, markersize=4.5 if not fig.smooth else 0,
                      marker=MARKERS[i % len(MARKERS)], capsize=2)
         if limit:
@@ -100,7 +101,11 @@ def render_figure(fig: Figure, out: Path, labels: dict[str, str]) -> list[Path]:
     ax.set_ylabel(EXTRA_Y.get(fig.metric) or Y_LABELS.get(fig.metric, fig.metric))
     ax.set_title(fig.title + (f" (running mean over {fig.smooth} steps)" if fig.smooth else ""))
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(ncol=2 if len(curves) > 6 else 1, frameon=True)
+    if len(curves) > 6:      # many curves: the legend goes under the axes, never over a curve
+        fig_.set_size_inches(5.0, 4.9)
+        ax.legend(ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.17), frameon=False)
+    else:
+        ax.legend(frameon=True)
     fig_.tight_layout()
     stem = out / fig.name
     atomic_write(stem.with_suffix(".csv"), _csv_text(sorted(rows, key=lambda r: (r["block"], float(r["x"])))))
