@@ -16,6 +16,7 @@ ABLATION = ("@ablation", "@loftq", "@nf4", "@random_init", "@no_backbone", "@bac
 GEN_CP = ("outdated", "ar", "@gru", "@llm_prediction", "@llm_multi")
 GEN_PRE = ("zf", "wmmse", "@cnn", "@llm_precoding", "@llm_multi")
 GENERALISATION = ("umi", "rma", "cdl")        # budget [scenarios] keys: the agents are not retrained
+GEN_NAMES = {"umi": "UMi", "rma": "RMa", "cdl": "CDL"}
 # the ablations' single operating points: CP over speeds 10..100 km/h (uniform per user) at 20 dB
 ABLATION_CHANGES = {"channel": {"speed_kmh": [10.0, 100.0]}}
 
@@ -155,12 +156,12 @@ TABLES = (
           "the paper: multi-task within a small margin of single-task agents"),
     Table("generalisation", "fig5", "Trained on UMa, tested without retraining: CP NMSE at 40 km/h [dB]",
           GEN_CP, (Column("UMa", "prediction", "nmse_db", "speed_kmh", 40.0),
-                   *(Column(s.upper() if s != "cdl" else "CDL", "prediction", "nmse_db", "speed_kmh", 40.0,
+                   *(Column(GEN_NAMES[s], "prediction", "nmse_db", "speed_kmh", 40.0,
                             data=f"gen_{s}") for s in GENERALISATION)),
           "the paper claims LLMs generalise better than small networks"),
     Table("generalisation_pre", "fig7", "Trained on UMa, tested without retraining: sum-rate at 0 dBW, K = 4",
           GEN_PRE, (Column("UMa", "precoding", "sum_rate", "tx_power_dbw", 0.0),
-                    *(Column(s.upper() if s != "cdl" else "CDL", "precoding", "sum_rate", "tx_power_dbw", 0.0,
+                    *(Column(GEN_NAMES[s], "precoding", "sum_rate", "tx_power_dbw", 0.0,
                              data=f"gen_{s}") for s in GENERALISATION))),
 )
 
