@@ -109,6 +109,14 @@ def sweep(scenario: str | Path | Scenario, task: str, blocks: list[str], over: s
     if len(built) != len(blocks):
         raise LinksimError(f"--blocks: duplicate block names in {','.join(blocks)}")
 
+    for p in points:                     # every point's sizes, before any compute
+        for lb, b in built.items():
+            for part in (b.predictor, b.precoder) if isinstance(b, LoopBlock) else (b,):
+                if hasattr(part, "check_scenario"):
+                    try:
+                        part.check_scenario(p.scenario)
+                    except LinksimError as e:
+                        raise LinksimError(f"--over {p.x_name}={p.x:g}: {e}") from None
     store = ResultsStore(out)
     store.check_writable()
     meta = store.meta()

@@ -117,6 +117,40 @@ def test_cnn_protocol_shapes_and_power_budget():
         m(_rayleigh(2, k=3), 1.0, 0.1)
 
 
+@pytest.mark.parametrize("features", ["h", "gram"])
+def test_cnn_zero_padded_users_is_the_kmax_net_on_padded_input(features):
+    """users = [2, 4]: K = 2 channels run the K_max = 4 network on the channel (features of the
+    real rows, then zero rows), and p, lambda are the softmaxes of the K real users' logits only,
+    re-derived here from the layers by hand; K outside the range is refused, also by check_dims."""
+    torch.manual_seed(0)
+    m = build_model("cnn", DIMS, {"features": features, "users": [2, 4]})
+    torch.nn.init.normal_(m.out.weight, std=0.5)
+    h = _rayleigh(6, k=2, seed=3, gain_spread_db=10.0)
+    p, lam = m.predict_p_lambda(h, 2.0, 0.1)
+    ms = (h.abs() ** 2).mean((1, 2))
+    hn = h / ms.sqrt()[:, None, None]
+    if features == "h":
+        img = torch.zeros(6, 3, 4, 16)
+        img[:, :, :2] = torch.stack([hn.real, hn.imag, hn.abs()], 1)
+    else:
+        g = hn @ hn.mH / 16
+        img = torch.zeros(6, 2, 4, 4)
+        img[:, :, :2, :2] = torch.stack([g.real, g.imag], 1)
+    snr = ((10 * torch.log10(2.0 * ms / 0.1) - 10.0) / 10.0)[:, None]
+    z = m.out(m.mlp(torch.cat([m.conv(img).flatten(1), snr], 1)))
+    assert torch.allclose(p, 2.0 * torch.softmax(z[:, :2], -1), atol=1e-5)
+    assert torch.allclose(lam, 2.0 * torch.softmax(z[:, 4:6], -1), atol=1e-5)
+    w = m(h, 2.0, 0.1)
+    assert w.shape == (6, 16, 2) and torch.allclose((w.abs() ** 2).sum((1, 2)), torch.full((6,), 2.0))
+    assert m(_rayleigh(3, k=4), 1.0, 0.1).shape == (3, 16, 4) and m.users_range == (2, 4)
+    with pytest.raises(LinksimError, match="K in 2..4"):
+        m(_rayleigh(2, k=5), 1.0, 0.1)
+    five = Dims(**{**DIMS.as_dict(), "num_users": 5})
+    assert m.check_dims("precoding", DIMS) == [] and m.check_dims("precoding", five)
+    with pytest.raises(LinksimError, match="model.users"):
+        build_model("cnn", DIMS, {"users": [3]})
+
+
 def test_cnn_features_are_scale_invariant():
     """(p/p_tx, lam/p_tx) depend on h only through h/rms(h) and p_tx*ms(h)/noise_var."""
     torch.manual_seed(0)

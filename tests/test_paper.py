@@ -61,7 +61,8 @@ checkpoint_every = 1
 # role -> (arch, tasks, model section)
 AGENTS = {
     "rnn": ("rnn", None, ""), "lstm": ("lstm", None, ""), "gru": ("gru", None, ""),
-    "transformer": ("transformer", None, ""), "cnn": ("cnn", None, ""), "dnn": ("dnn", None, ""),
+    "transformer": ("transformer", None, ""), "cnn": ("cnn", None, ""),
+    "cnn_padded": ("cnn", None, "[model]\nusers = [1, 2]\n"), "dnn": ("dnn", None, ""),
     "detnet": ("detnet", None, ""), "oampnet": ("oampnet", None, "[model]\nnum_layers = 2\n"),
     "llm_multi": ("llm", None, LLM.format(prompt="text", quant="none")),
     "llm_prediction": ("llm", ["prediction"], LLM.format(prompt="text", quant="none")),
@@ -216,3 +217,19 @@ def test_second_run_on_the_same_data_folder_is_refused(root, monkeypatch, fixed_
         fcntl.flock(f, fcntl.LOCK_EX)            # another run holds it
         with pytest.raises(LinksimError, match="another linksim run is writing there"):
             run_paper("tiny", "out-d", only="fig7", progress=False)
+
+
+@pytest.mark.parametrize("section, line, match", [
+    ("changes", 'table1 = { prediction = { num_samples = 4 } }',
+     "changes.table1: not a data folder of linksim paper \\(known: ablation, coded"),
+    ("grids", 'fig10 = "snr_db=0:10:10"', "grids.fig10: not a grid of linksim paper \\(known: coded, fig5"),
+])
+def test_budget_key_that_names_nothing_is_refused(root, monkeypatch, section, line, match):
+    """A misspelt item under [changes] or [grids] would silently change nothing: refused, naming it."""
+    monkeypatch.chdir(root)
+    text = (root / "paper" / "tiny.toml").read_text()
+    head = "[grids]\n" if section == "grids" else "[changes]\n"
+    body = text.replace("[grids]\n", head + line + "\n", 1) if section == "grids" else text + head + line + "\n"
+    (root / "paper" / "bad.toml").write_text(body)
+    with pytest.raises(LinksimError, match=match):
+        run_paper("bad", "out-e", only="fig7", progress=False)

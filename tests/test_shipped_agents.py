@@ -28,3 +28,17 @@ def test_shipped_agent_loads_on_its_scenario(folder):
         measured = spec.result if len(tasks) == 1 else spec.result[task]
         assert REFERENCE_METRIC[task] in measured
     assert spec.result["steps"] > 0 and spec.result["wall_time_s"] > 0
+
+
+def test_sweep_checks_every_points_sizes_before_running(tmp_path):
+    """agents/cnn serves K = 4 only, agents/cnn-padded K = 3..8 (zero-padded to 8): a K sweep with
+    the first is refused before any compute, naming the point; the second runs every point."""
+    from linksim.errors import LinksimError
+    from linksim.sweep import sweep
+    with pytest.raises(LinksimError, match="--over num_users=5: agent:cnn: .*num_users=4"):
+        sweep("scenarios/quick.toml", "precoding", ["agent:agents/cnn"], "num_users=4:5:1", tmp_path / "a",
+              progress=False)
+    assert not (tmp_path / "a" / "results.csv").exists()
+    sc = linksim.load_scenario("scenarios/quick.toml").replace(precoding={"num_samples": 32})
+    st = sweep(sc, "precoding", ["agent:agents/cnn-padded"], "num_users=3,8", tmp_path / "b", progress=False)
+    assert {float(r["x"]) for r in linksim.results.read_rows(st.csv)} == {3.0, 8.0}

@@ -106,3 +106,20 @@ def test_loop_genie_bounds_outdated(tiny_toml, tmp_path):
     assert v["outdated+rzf"][60.0] < v["genie+rzf"][60.0]
     nm = _values(read_rows(st.csv), "nmse_db")
     assert nm["genie+rzf"][60.0] == float("-inf")
+
+
+def test_detection_each_block_stops_on_its_own_errors(tiny_scenario, tmp_path):
+    """sim_ber's rule per block: at 25 dB the matched filter (interference-limited) reaches 50
+    errors within min_samples and stops there, LMMSE runs on; MF's counts are those of MF run
+    alone for min_samples drops (the same first drops), and its stopping does not change LMMSE's."""
+    cfg = {"num_users": 4, "min_samples": 8, "max_samples": 64, "target_errors": 50}
+    sc = tiny_scenario(channel={"bs_rows": 4}, detection=cfg)
+    both = read_rows(sweep(sc, "detection", ["mf", "lmmse"], "snr_db=25", tmp_path / "b", progress=False).csv)
+    short = tiny_scenario(channel={"bs_rows": 4}, detection=cfg | {"max_samples": 8})
+    mf = read_rows(sweep(short, "detection", ["mf"], "snr_db=25", tmp_path / "m", progress=False).csv)
+    lm = read_rows(sweep(sc, "detection", ["lmmse"], "snr_db=25", tmp_path / "l", progress=False).csv)
+    n = {r["block"]: int(r["n"]) for r in both if r["metric"] == "ser"}
+    assert n["mf"] < n["lmmse"]
+    pick = lambda rows, b: [(r["metric"], r["value"], r["n"]) for r in rows if r["block"] == b]
+    assert pick(both, "mf") == pick(mf, "mf")
+    assert pick(both, "lmmse") == pick(lm, "lmmse")

@@ -52,6 +52,13 @@ class AgentBlock(torch.nn.Module):
         p = next(self.model.parameters(), None)
         return p.device if p is not None else torch.device("cpu")
 
+    def check_scenario(self, scenario) -> None:
+        """Refuse a scenario whose sizes the model cannot serve (a sweep checks every point's
+        scenario before it runs any: ``--over num_users=...`` beyond what the agent was built for)."""
+        diff = self.model.check_dims(self.task, Dims.from_scenario(scenario, self.task))
+        if diff:
+            raise LinksimError(f"agent:{self.name}: trained for other sizes: {', '.join(diff)}")
+
     @torch.no_grad()
     def forward(self, *inputs):
         dev = self.device

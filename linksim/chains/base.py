@@ -152,18 +152,22 @@ class Chain:
         """Run ``block`` on ``batch`` and update the accumulators ``acc``."""
         raise NotImplementedError
 
-    def done(self, acc: dict[str, dict], drops: int) -> bool:
-        """Whether a point may stop early after ``drops`` drops (detection: enough errors)."""
+    def done(self, acc: dict, drops: int) -> bool:
+        """Whether one block's accumulators ``acc`` may stop after ``drops`` drops (detection,
+        coded: enough errors). Each block stops on its own, as if ``sim_ber`` ran it alone."""
         return False
 
     def run_point(self, blocks: dict, point: Point, progress=None) -> dict[str, dict]:
         """Run ``blocks`` (label -> block) at one point; return label -> {metric: accumulator}.
-        All blocks see the same batches (paired comparisons). A block output with NaN/Inf stops
-        the point with a :class:`LinksimError` naming the block, the point and the count."""
+        All blocks see the same batches (paired comparisons); a block that :meth:`done` stops
+        leaves the rest running on the following batches, so its counts come from the first
+        drops every other block saw too. A block output with NaN/Inf stops the point with a
+        :class:`LinksimError` naming the block, the point and the count."""
         acc = {label: self.new_metrics() for label in blocks}
+        running = dict(blocks)
         drops = 0
         for batch in self.batches(point):
-            for label, block in blocks.items():
+            for label, block in running.items():
                 try:
                     self.measure(block, batch, acc[label])
                 except NonFiniteOutput as e:
@@ -173,7 +177,8 @@ class Chain:
             drops += batch["drops"]
             if progress:
                 progress(batch["drops"])
-            if self.done(acc, drops):
+            running = {lb: b for lb, b in running.items() if not self.done(acc[lb], drops)}
+            if not running:
                 break
         return acc
 

@@ -150,7 +150,7 @@ class CodedChain(Chain):
     messages clipped at 20) and returns hard info bits. A block is in error if any info bit is.
 
     Metrics: ``bler`` (errors over :math:`bKC` blocks) and ``ber`` (over the info bits), each with
-    a Clopper-Pearson interval. As in detection, a point stops once every block has
+    a Clopper-Pearson interval. As in detection, each block stops at a point once it has
     ``coded.target_block_errors`` block errors and ``coded.min_samples`` drops have run, or at
     ``coded.max_samples`` drops; all blocks see the same drops, bits, pilots and noise.
 
@@ -212,8 +212,7 @@ class CodedChain(Chain):
 
     def done(self, acc, drops):
         cfg = self.scenario.coded
-        return drops >= cfg.min_samples and all(a["bler"].errors >= cfg.target_block_errors
-                                                for a in acc.values())
+        return drops >= cfg.min_samples and acc["bler"].errors >= cfg.target_block_errors
 
 
 __all__ = ["CodedChain", "coded_batch", "receive"]

@@ -40,9 +40,10 @@ def detection_batch(h: torch.Tensor, noise_var, num_slots: int, bits_per_symbol:
 class DetectionChain(Chain):
     """SER/BER/NMSE over SNR. One sample = one drop: F subcarriers x T slots x K users symbols.
 
-    A point stops once every block has ``target_errors`` symbol errors and ``min_samples`` drops
-    have run, or at ``max_samples`` drops (as Sionna's sim_ber does). All blocks of a point see the
-    same drops, symbols and noise, so their error counts are paired and directly comparable.
+    Each block stops at a point once it has ``target_errors`` symbol errors and ``min_samples``
+    drops have run, or at ``max_samples`` drops (Sionna's sim_ber rule, per block). All blocks of a
+    point see the same drops, symbols and noise in the same order, so their error counts are
+    paired: a block that stopped early counted the first drops of the others.
     """
 
     task = "detection"
@@ -84,4 +85,4 @@ class DetectionChain(Chain):
 
     def done(self, acc, drops):
         cfg = self.scenario.detection
-        return drops >= cfg.min_samples and all(a["ser"].errors >= cfg.target_errors for a in acc.values())
+        return drops >= cfg.min_samples and acc["ser"].errors >= cfg.target_errors

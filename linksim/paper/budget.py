@@ -11,7 +11,7 @@ Layout::
     llm_multi = "agents/llm-multitask"
     [grids]                  # item -> NAME=START:STOP:STEP (as `linksim sweep --over`)
     fig5 = "speed_kmh=10:100:10"
-    [changes]                # item -> scenario sections to change, e.g. fewer drops per point
+    [changes]                # data folder -> scenario sections to change, e.g. fewer drops per point
     fig5 = { prediction = { num_samples = 256 } }
 """
 from __future__ import annotations
@@ -85,5 +85,13 @@ def load_budget(name: str) -> Budget:
             if not isinstance(v, want):
                 raise LinksimError(f"{path}: {key}.{k}: expected {'a table' if want is dict else 'a string'}, "
                                    f"got {v!r}")
+    from .items import DATA
+    known = {"changes": sorted(d.name for d in DATA),
+             "grids": sorted({s.over[5:] for d in DATA for s in d.sweeps if s.over.startswith("grid:")})}
+    for key, names in known.items():
+        unknown = sorted(set(data.get(key, {})) - set(names))
+        if unknown:
+            raise LinksimError(f"{path}: {key}.{unknown[0]}: not a {'data folder' if key == 'changes' else 'grid'}"
+                               f" of linksim paper (known: {', '.join(names)})")
     return Budget(name, path, data["scenario"], dict(data.get("agents", {})), dict(data.get("scenarios", {})),
                   dict(data.get("grids", {})), dict(data.get("changes", {})))

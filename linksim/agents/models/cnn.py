@@ -78,8 +78,12 @@ class CNNPrecoder(AgentModel):
     layer is initialised to zero, so an untrained model outputs equal powers and equal
     :math:`\lambda_k = P / K` (RZF directions with equal power per user).
 
-    K is fixed to ``dims.num_users`` (the LLM paper, Zheng & Dai, serves K = 3..8 with one
-    model; a CNN on a :math:`K \times M` image with a dense head has a fixed K). M is fixed to
+    K is ``dims.num_users``, or any K in ``users = [K_min, K_max]``: then, as Zheng & Dai do for
+    their CNN baseline of Fig. 8, the network is built for :math:`K_{\max}` users and a channel of
+    K users is zero-padded to :math:`K_{\max}` rows (features computed on the K real rows, then
+    padded); the outputs of the padded users are dropped before the softmaxes, so
+    :math:`\mathbf{p}, \boldsymbol{\lambda}` live on the K real users. Training then draws K per
+    batch from the range (``users_range``, as the LLM agent). M is fixed to
     ``dims.num_bs_antennas`` for ``features="h"``; the ``"gram"`` features work for any M.
 
     Training (:meth:`training_loss`): ``stage="labels"`` fits :math:`(\mathbf{p}/P,
@@ -92,6 +96,8 @@ class CNNPrecoder(AgentModel):
     :param features: ``"h"`` (default) or ``"gram"``
     :param snr_ref_db: centre :math:`s_{\text{ref}}` of the SNR input feature (default 10 dB)
     :param snr_scale_db: scale :math:`s_{\text{scale}}` of the SNR input feature (default 10 dB)
+    :param users: ``[K_min, K_max]`` to serve several user counts by zero-padding (default: only
+        ``dims.num_users``)
 
     :input h: [b, K, M], `torch.complex`. Downlink channel (row k = user k).
     :input p_tx: `float` or [b], `torch.float`. Total power budget :math:`P`.
@@ -117,7 +123,7 @@ class CNNPrecoder(AgentModel):
     """
 
     def __init__(self, dims: Dims, channels=(32, 32, 32), kernel_size: int = 3, hidden: int = 256,
-                 features: str = "h", snr_ref_db: float = 10.0, snr_scale_db: float = 10.0):
+                 features: str = "h", snr_ref_db: float = 10.0, snr_scale_db: float = 10.0, users=None):
         super().__init__()
         if features not in ("h", "gram"):
             raise LinksimError(f"cnn: features must be 'h' or 'gram', got {features!r}")
@@ -125,6 +131,13 @@ class CNNPrecoder(AgentModel):
         if not channels or min(channels) < 1 or int(kernel_size) < 1 or int(hidden) < 1:
             raise LinksimError("cnn: channels, kernel_size and hidden must be positive")
         self.num_users = int(dims.num_users)
+        if users is not None:
+            if (not isinstance(users, (list, tuple)) or len(users) != 2
+                    or not all(isinstance(u, int) for u in users) or not 1 <= users[0] <= users[1]):
+                raise LinksimError(f"cnn: model.users must be [K_min, K_max] with 1 <= K_min <= K_max, "
+                                   f"got {users!r}")
+            self.users_range = (int(users[0]), int(users[1]))   # training draws K from it
+            self.num_users = self.users_range[1]                  # the network's K: K_max
         self.num_antennas = int(dims.num_bs_antennas)
         self.features = features
         self.snr_ref_db, self.snr_scale_db = float(snr_ref_db), float(snr_scale_db)
@@ -143,9 +156,25 @@ class CNNPrecoder(AgentModel):
         nn.init.zeros_(self.out.bias)
 
     # ---------------------------------------------------------------------------------- parts
+    def _users_ok(self, k: int) -> bool:
+        lo, hi = getattr(self, "users_range", (self.num_users, self.num_users))
+        return lo <= k <= hi
+
+    def check_dims(self, task: str, wanted: Dims) -> list[str]:
+        """Sizes of a scenario this CNN cannot serve (K anywhere in ``users`` when it is set)."""
+        out = []
+        if self.dims.num_bs_antennas != wanted.num_bs_antennas:
+            out.append(f"num_bs_antennas={self.dims.num_bs_antennas} (scenario: {wanted.num_bs_antennas})")
+        if not self._users_ok(wanted.num_users):
+            lo, hi = getattr(self, "users_range", (self.num_users, self.num_users))
+            out.append(f"num_users={lo if lo == hi else f'{lo}..{hi}'} (scenario: {wanted.num_users})")
+        return out
+
     def _inputs(self, h: torch.Tensor, p_tx, noise_var):
-        if h.dim() != 3 or h.shape[1] != self.num_users:
-            raise LinksimError(f"cnn: expected h [b, K={self.num_users}, M], got {tuple(h.shape)}")
+        if h.dim() != 3 or not self._users_ok(h.shape[1]):
+            want = "K" if hasattr(self, "users_range") else f"K={self.num_users}"
+            rng = f" with K in {self.users_range[0]}..{self.users_range[1]}" if hasattr(self, "users_range") else ""
+            raise LinksimError(f"cnn: expected h [b, {want}, M]{rng}, got {tuple(h.shape)}")
         if self.features == "h" and h.shape[2] != self.num_antennas:
             raise LinksimError(f"cnn: built for M={self.num_antennas} antennas, got M={h.shape[2]}")
         b = h.shape[0]
@@ -162,6 +191,9 @@ class CNNPrecoder(AgentModel):
         else:
             g = hn @ hn.mH / hn.shape[-1]
             img = torch.stack([g.real, g.imag], 1)                          # [b, 2, K, K]
+        pad = self.num_users - h.shape[1]                                   # zero users up to K_max
+        if pad:
+            img = nn.functional.pad(img, (0, pad if self.features == "gram" else 0, 0, pad))
         return img, snr, ptx
 
     def predict_p_lambda(self, h: torch.Tensor, p_tx, noise_var):
@@ -169,7 +201,8 @@ class CNNPrecoder(AgentModel):
         img, snr, ptx = self._inputs(h, p_tx, noise_var)
         z = self.conv(img).flatten(1)
         z = self.out(self.mlp(torch.cat([z, snr], 1)))
-        k = self.num_users
+        k, k_max = h.shape[1], self.num_users                               # padded users dropped
+        z = torch.cat([z[:, :k], z[:, k_max:k_max + k]], 1)
         scale = ptx.to(torch.float32)[:, None]
         return scale * torch.softmax(z[:, :k], -1), scale * torch.softmax(z[:, k:], -1)
 
