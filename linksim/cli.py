@@ -96,8 +96,12 @@ def cmd_campaign(a):
 def cmd_paper(a):
     from .paper import run_paper
 
+    import time
+    t0 = time.time()
     for p in run_paper(a.budget, a.out, only=a.only, backbone=a.backbone, progress=not a.quiet):
         print(p)
+    print(f"linksim paper: {(time.time() - t0) / 60:.1f} min (resumed points and trained agents "
+          f"skipped); the claims measured: {a.out}/targets.md", file=sys.stderr)
 
 
 def cmd_train(a):

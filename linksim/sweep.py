@@ -69,7 +69,7 @@ def make_block(name: str, chain: Chain, scenario: Scenario):
         if len(parts) != 2:
             raise LinksimError(f"block {name!r}: --task loop takes PREDICTOR+PRECODER (e.g. ar+wmmse)")
         return LoopBlock(get_block(parts[0], "predictor", scenario),
-                         get_block(parts[1], "precoder", scenario))
+                         get_block(parts[1], "precoder", scenario), parts[0])
     return get_block(name, chain.kind, scenario)
 
 

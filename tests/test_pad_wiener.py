@@ -12,7 +12,7 @@ from scipy import special
 import linksim
 from linksim import blocks as registry
 from linksim.blocks.predictors import PADPredictor, WienerPredictor
-from linksim.blocks.predictors.pad import extrapolate, lp_coefficients, stabilise
+from linksim.blocks.predictors.pad import poles_inside, extrapolate, lp_coefficients, stabilise
 from linksim.blocks.predictors.wiener import temporal_covariance, wiener_taps
 from linksim.errors import LinksimError
 from linksim.metrics import nmse_db
@@ -94,6 +94,17 @@ def test_lp_coefficients_and_stabilise_match_numpy():
         z = z / np.maximum(np.abs(z), 1.0)
         assert np.abs(after - (-np.poly(z)[1:])).max() < 1e-9
         assert np.abs(np.roots(np.concatenate([[1.0], -after]))).max() <= 1 + 1e-9
+    # the Schur-Cohn test (no eigenvalues) agrees with numpy's roots on a mix of stable and
+    # unstable sets, and a batch that mixes both is stabilised row by row as above
+    c = (rng.normal(size=(400, 6)) + 1j * rng.normal(size=(400, 6))) * rng.uniform(0.05, 0.5, (400, 1))
+    inside = poles_inside(torch.from_numpy(c)).numpy()
+    ref = np.array([np.abs(np.roots(np.concatenate([[1.0], -r]))).max() < 1 for r in c])
+    assert 0.1 < ref.mean() < 0.9 and (inside == ref).all()
+    mixed = stabilise(torch.from_numpy(c)).numpy()
+    for before, after, ok in zip(c, mixed, ref):
+        z = np.roots(np.concatenate([[1.0], -before]))
+        assert np.abs(after - (-np.poly(z / np.maximum(np.abs(z), 1.0))[1:])).max() < 1e-9
+        assert not ok or (after == before).all()
     # the recursion against a direct loop
     y = extrapolate(torch.from_numpy(x), torch.from_numpy(a), 3).numpy()
     for s, c, got in zip(x, a, y):

@@ -155,6 +155,7 @@ def test_paper_end_to_end_resume_identical(root, monkeypatch, fixed_memory):
         assert f"{t.name}.md" in a and f"{t.name}.csv" in a
     readme = (root / "out-a" / "README.md").read_text()
     assert all(f"{f.name}.png" in readme for f in FIGURES) and "table1" in readme
+    assert "targets.md" in a and "The paper's claims, measured here" in readme
 
 
 def test_table_cells_equal_csv_values(root, monkeypatch, fixed_memory):
@@ -233,3 +234,37 @@ def test_budget_key_that_names_nothing_is_refused(root, monkeypatch, section, li
     (root / "paper" / "bad.toml").write_text(body)
     with pytest.raises(LinksimError, match=match):
         run_paper("bad", "out-e", only="fig7", progress=False)
+
+
+def test_snr_gap_against_hand_interpolation():
+    """The reference falls a decade per 5 dB; a curve a decade per 10 dB needs 5 dB more at 1e-2."""
+    from linksim.paper.targets import snr_gap_db
+    ref = {0.0: 1e-1, 5.0: 1e-2, 10.0: 1e-3}
+    assert snr_gap_db({0.0: 1e-1, 10.0: 1e-2}, ref) == pytest.approx(5.0)
+    assert snr_gap_db(ref, ref) == pytest.approx(0.0)
+    assert snr_gap_db({10.0: 10 ** -2.5}, ref) == pytest.approx(2.5)    # halfway on the log scale
+    assert snr_gap_db({20.0: 1e-5}, ref) != snr_gap_db({20.0: 1e-5}, ref)   # outside: nan
+
+
+def test_targets_read_the_csv_values(root, monkeypatch, tmp_path):
+    """Fake fig5/fig7 rows with known gaps: the checks report them and flag met / not met."""
+    from linksim.paper.budget import load_budget
+    from linksim.paper.run import Roles
+    from linksim.paper.targets import checks
+    from linksim.results import ResultsStore
+    monkeypatch.chdir(root)
+    roles = Roles(load_budget("tiny"), None)
+
+    def rows(task, metric, x_name, values):
+        return [{"task": task, "block": b, "x_name": x_name, "x": x, "metric": metric, "value": v,
+                 "ci_low": v, "ci_high": v, "n": 1} for b, curve in values.items() for x, v in curve.items()]
+    ResultsStore(tmp_path / "fig5").add(rows("prediction", "nmse_db", "speed_kmh", {
+        "llm_multi": {10.0: -20.0, 50.0: -12.4}, "llm_prediction": {10.0: -20.3, 50.0: -13.0}}))
+    ResultsStore(tmp_path / "fig7").add(rows("precoding", "sum_rate", "tx_power_dbw", {
+        "llm_multi": {0.0: 15.0}, "llm_precoding": {0.0: 15.2}}))
+    got = {c.claim.split(" (")[0]: c for c in checks(tmp_path, roles)}
+    assert len(got) == 2
+    cp = got["multi-task CP NMSE within 0.5 dB of single-task"]
+    assert cp.measured == "worst gap +0.60 dB" and not cp.met
+    pre = got["multi-task sum-rate within 2% of single-task"]
+    assert pre.measured == "worst ratio 0.987" and pre.met

@@ -123,3 +123,14 @@ def test_detection_each_block_stops_on_its_own_errors(tiny_scenario, tmp_path):
     pick = lambda rows, b: [(r["metric"], r["value"], r["n"]) for r in rows if r["block"] == b]
     assert pick(both, "mf") == pick(mf, "mf")
     assert pick(both, "lmmse") == pick(lm, "lmmse")
+
+
+def test_loop_pairs_share_a_prediction_without_mixing_predictors(tiny_toml, tmp_path):
+    """ar+zf and ar+wmmse share ar's prediction per batch; run together with outdated+zf, every
+    row equals the row of the pair run alone."""
+    path = tiny_toml()
+    both = read_rows(sweep(path, "loop", ["ar+zf", "outdated+zf", "ar+wmmse"], "speed_kmh=60", tmp_path / "t",
+                           progress=False).csv)
+    for pair in ("ar+zf", "outdated+zf", "ar+wmmse"):
+        alone = read_rows(sweep(path, "loop", [pair], "speed_kmh=60", tmp_path / pair, progress=False).csv)
+        assert [r for r in both if r["block"] == pair] == alone

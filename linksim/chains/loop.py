@@ -68,14 +68,16 @@ def downlink_bit_errors(h: torch.Tensor, w: torch.Tensor, idx: torch.Tensor, noi
 
 
 class LoopBlock(torch.nn.Module):
-    """A predictor and a precoder used together (block kind ``loop``)."""
+    """A predictor and a precoder used together (block kind ``loop``). Pairs with the same
+    ``predictor_name`` (``ar+wmmse``, ``ar+zf``) share one prediction per batch."""
 
     kind = "loop"
 
-    def __init__(self, predictor, precoder):
+    def __init__(self, predictor, precoder, predictor_name: str = ""):
         super().__init__()
         self.predictor = predictor
         self.precoder = precoder
+        self.predictor_name = predictor_name
 
 
 class LoopChain(Chain):
@@ -145,7 +147,13 @@ class LoopChain(Chain):
     @staticmethod
     def measure(blk, batch, acc):
         hist, fut, b = batch["hist"], batch["future"], batch["drops"]
-        h_hat = predict(blk.predictor, hist, fut)
+        shared = batch.setdefault("predicted", {})    # one prediction per predictor and batch
+        key = (blk.predictor_name, id(hist)) if blk.predictor_name else None
+        h_hat = shared.get(key) if key else None
+        if h_hat is None:
+            h_hat = predict(blk.predictor, hist, fut)
+            if key:
+                shared[key] = h_hat
         update_nmse(acc["nmse_db"], h_hat, fut)
         sub, p_tx, nv, nb = batch["subcarriers"], batch["p_tx"], batch["noise_var"], batch["bits_per_symbol"]
         reference = blk.precoder.kind == REFERENCE

@@ -215,11 +215,14 @@ def render_readme(out: Path, budget, roles) -> Path:
              f"Scenario `{budget.scenario}`; agents per `{budget.path}`. Every number comes from the "
              "`results.csv` of a data folder here (`meta.json` beside it: scenario, versions, seed, "
              "wall time); figures and tables only select rows. Re-running the command resumes.", ""]
+    targets = out / "targets.md"
+    if targets.is_file():
+        lines += [targets.read_text().strip(), ""]
     lines += [PAPER_NUMBERS, ""]
     for t in TABLES:
         md = out / f"{t.name}.md"
         if md.is_file():
-            lines += [md.read_text().strip(), "", f"*Paper:* {t.paper}", ""]
+            lines += [md.read_text().strip(), ""] + ([f"*Paper:* {t.paper}", ""] if t.paper else [])
     for f in FIGURES:
         png = out / f"{f.name}.png"
         if png.is_file():

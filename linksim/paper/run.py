@@ -214,5 +214,7 @@ def run_paper(budget: str, out: str | Path, only: str | None = None, backbone: s
     for t in TABLES:
         if t.name in names:
             written += render_table(t, out, roles)
+    from .targets import render_targets
+    written.append(render_targets(out, roles))
     written.append(render_readme(out, b, roles))
     return written

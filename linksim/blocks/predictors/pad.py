@@ -45,6 +45,8 @@ def stabilise(a: torch.Tensor) -> torch.Tensor:
     The poles :math:`z_i` are the roots of :math:`1 - \sum_i a_i q^{-i}` (eigenvalues of the
     companion matrix); a pole with :math:`|z_i| > 1` becomes :math:`z_i/|z_i|` (a growing mode
     of a noisy fit becomes a pure Doppler rotation) and the coefficients are rebuilt from the poles.
+    Rows whose poles are all inside already (:func:`poles_inside`, a Schur-Cohn test without
+    eigenvalues) are returned unchanged; only the others are factored.
 
     :input a: [N, p], complex. Coefficients as returned by :func:`lp_coefficients`.
 
@@ -59,6 +61,35 @@ def stabilise(a: torch.Tensor) -> torch.Tensor:
         a = torch.tensor([[1.2 + 0j]], dtype=torch.complex128)   # pole 1.2: a growing mode
         assert torch.allclose(stabilise(a), torch.ones(1, 1, dtype=torch.complex128))
     """
+    inside = poles_inside(a)                  # most fits: nothing to move, no eigenvalues needed
+    if bool(inside.all()):
+        return a
+    out = a.clone()
+    out[~inside] = _moved_poles(a[~inside])
+    return out
+
+
+def poles_inside(a: torch.Tensor, margin: float = 1e-9) -> torch.Tensor:
+    r"""Whether every pole of :math:`1 - \sum_i a_i q^{-i}` lies strictly inside the unit circle
+    (Schur-Cohn test by the step-down recursion: the reflection coefficients :math:`k_m` all have
+    :math:`|k_m| < 1`), for every row at once in :math:`O(p^2)`.
+
+    :input a: [N, p], complex. Linear-prediction coefficients.
+    :output inside: [N], torch.bool. ``False`` also when a pole is within ``margin`` of the circle.
+    """
+    c = -a
+    ok = torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
+    for m in range(a.shape[1], 0, -1):
+        k = c[:, m - 1]
+        ok &= k.abs() < 1.0 - margin
+        if m > 1:
+            head = c[:, :m - 1]
+            c = (head - k[:, None] * head.flip(-1).conj()) / (1.0 - k.abs().square()).clamp_min(1e-30)[:, None]
+    return ok
+
+
+def _moved_poles(a: torch.Tensor) -> torch.Tensor:
+    """Poles from the companion matrix's eigenvalues, the outer ones put on the unit circle."""
     n, p = a.shape
     comp = torch.zeros(n, p, p, dtype=a.dtype, device=a.device)
     comp[:, 0] = a
@@ -281,4 +312,4 @@ class PADPredictor(_Predictor):
         return y.to(self.cdtype) if h_hist.is_complex() else y.real.to(self.dtype)
 
 
-__all__ = ["PADPredictor", "extrapolate", "lp_coefficients", "stabilise"]
+__all__ = ["PADPredictor", "extrapolate", "lp_coefficients", "poles_inside", "stabilise"]
