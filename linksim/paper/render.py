@@ -17,6 +17,7 @@ NAMES = {"outdated": "Outdated CSI", "ar": "AR (per-sample LS)", "pad": "PAD (Pr
          "wmmse_best": "WMMSE best of N", "dpc_bound": "DPC bound", "lmmse": "LMMSE", "kbest": "K-Best",
          "zf_det": "ZF", "mrt": "MRT", "rzf": "RZF"}
 ROLES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU", "transformer": "Transformer", "cnn": "CNN",
+         "cnn_padded": "CNN (zero-padded to K = 8)",
          "dnn": "DNN", "detnet": "DetNet", "oampnet": "OAMP-Net", "best_predictor": "best learned",
          "llm_multi": "LLM multi-task", "llm_prediction": "LLM single-task",
          "llm_precoding": "LLM single-task", "llm_detection": "LLM single-task",
@@ -60,6 +61,7 @@ def render_figure(fig: Figure, out: Path, labels: dict[str, str]) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (integer ticks for K and steps)
 
     rows = [r for r in _rows(out, fig.data)
             if r["task"] == fig.task and r["metric"] == fig.metric and r["x_name"] == fig.x_name]
@@ -96,6 +98,8 @@ def render_figure(fig: Figure, out: Path, labels: dict[str, str]) -> list[Path]:
             ax.errorbar(x, y, yerr=[lo, hi], **style)
     if fig.log_y:
         ax.set_yscale("log")
+    if fig.x_name in ("num_users", "step"):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel(EXTRA_X.get((fig.task, fig.x_name)) or X_LABELS.get((fig.task, fig.x_name))
                   or X_LABELS.get(fig.x_name, fig.x_name))
     ax.set_ylabel(EXTRA_Y.get(fig.metric) or Y_LABELS.get(fig.metric, fig.metric))
@@ -179,7 +183,8 @@ def _column_notes(table: Table) -> str:
             parts.append(f"{c.header}: {c.metric} at {c.x_name} = {c.x:g}")
         else:
             parts.append(f"{c.header}: {c.task} {c.metric} at {c.x_name} = {c.x:g}")
-    return "Cells: " + "; ".join(parts) + f" (rows of `{table.data}/results.csv`)."
+    folders = list(dict.fromkeys(c.data or table.data for c in table.columns))
+    return "Cells: " + "; ".join(parts) + " (rows of " + ", ".join(f"`{d}/results.csv`" for d in folders) + ")."
 
 
 PAPER_NUMBERS = """## Where our numbers and the paper's differ, and why
