@@ -39,7 +39,7 @@ baselines: $(STAMP)
 llm: $(STAMP)
 	$(BIN)/linksim llm --out results/llm
 
-# the paper's figures and tables + the real-link results (results/paper/, about 25 min on 2 cores with
+# the paper's figures and tables + the real-link results (results/paper/, about 26 min on 2 cores with
 # the shipped agents; resumable). The paper's sizes: linksim paper --budget paper (for a GPU)
 paper: $(STAMP)
 	$(BIN)/linksim paper --budget quick --out results/paper
