@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from .errors import LinksimError
@@ -96,7 +97,6 @@ def cmd_campaign(a):
 def cmd_paper(a):
     from .paper import run_paper
 
-    import time
     t0 = time.time()
     for p in run_paper(a.budget, a.out, only=a.only, backbone=a.backbone, progress=not a.quiet):
         print(p)

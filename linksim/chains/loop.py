@@ -147,13 +147,10 @@ class LoopChain(Chain):
     @staticmethod
     def measure(blk, batch, acc):
         hist, fut, b = batch["hist"], batch["future"], batch["drops"]
-        shared = batch.setdefault("predicted", {})    # one prediction per predictor and batch
-        key = (blk.predictor_name, id(hist)) if blk.predictor_name else None
-        h_hat = shared.get(key) if key else None
+        shared = batch.setdefault("predicted", {}) if blk.predictor_name else {}   # per batch
+        h_hat = shared.get(blk.predictor_name)
         if h_hat is None:
-            h_hat = predict(blk.predictor, hist, fut)
-            if key:
-                shared[key] = h_hat
+            h_hat = shared[blk.predictor_name] = predict(blk.predictor, hist, fut)
         update_nmse(acc["nmse_db"], h_hat, fut)
         sub, p_tx, nv, nb = batch["subcarriers"], batch["p_tx"], batch["noise_var"], batch["bits_per_symbol"]
         reference = blk.precoder.kind == REFERENCE

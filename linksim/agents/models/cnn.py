@@ -131,13 +131,14 @@ class CNNPrecoder(AgentModel):
         if not channels or min(channels) < 1 or int(kernel_size) < 1 or int(hidden) < 1:
             raise LinksimError("cnn: channels, kernel_size and hidden must be positive")
         self.num_users = int(dims.num_users)
+        self.k_min = self.k_max = self.num_users                   # the user counts it serves
         if users is not None:
             if (not isinstance(users, (list, tuple)) or len(users) != 2
                     or not all(isinstance(u, int) for u in users) or not 1 <= users[0] <= users[1]):
                 raise LinksimError(f"cnn: model.users must be [K_min, K_max] with 1 <= K_min <= K_max, "
                                    f"got {users!r}")
-            self.users_range = (int(users[0]), int(users[1]))   # training draws K from it
-            self.num_users = self.users_range[1]                  # the network's K: K_max
+            self.users_range = self.k_min, self.k_max = int(users[0]), int(users[1])  # training draws K
+            self.num_users = self.k_max                           # the network's K
         self.num_antennas = int(dims.num_bs_antennas)
         self.features = features
         self.snr_ref_db, self.snr_scale_db = float(snr_ref_db), float(snr_scale_db)
@@ -156,25 +157,20 @@ class CNNPrecoder(AgentModel):
         nn.init.zeros_(self.out.bias)
 
     # ---------------------------------------------------------------------------------- parts
-    def _users_ok(self, k: int) -> bool:
-        lo, hi = getattr(self, "users_range", (self.num_users, self.num_users))
-        return lo <= k <= hi
-
     def check_dims(self, task: str, wanted: Dims) -> list[str]:
         """Sizes of a scenario this CNN cannot serve (K anywhere in ``users`` when it is set)."""
         out = []
         if self.dims.num_bs_antennas != wanted.num_bs_antennas:
             out.append(f"num_bs_antennas={self.dims.num_bs_antennas} (scenario: {wanted.num_bs_antennas})")
-        if not self._users_ok(wanted.num_users):
-            lo, hi = getattr(self, "users_range", (self.num_users, self.num_users))
-            out.append(f"num_users={lo if lo == hi else f'{lo}..{hi}'} (scenario: {wanted.num_users})")
+        if not self.k_min <= wanted.num_users <= self.k_max:
+            k = self.k_max if self.k_min == self.k_max else f"{self.k_min}..{self.k_max}"
+            out.append(f"num_users={k} (scenario: {wanted.num_users})")
         return out
 
     def _inputs(self, h: torch.Tensor, p_tx, noise_var):
-        if h.dim() != 3 or not self._users_ok(h.shape[1]):
-            want = "K" if hasattr(self, "users_range") else f"K={self.num_users}"
-            rng = f" with K in {self.users_range[0]}..{self.users_range[1]}" if hasattr(self, "users_range") else ""
-            raise LinksimError(f"cnn: expected h [b, {want}, M]{rng}, got {tuple(h.shape)}")
+        if h.dim() != 3 or not self.k_min <= h.shape[1] <= self.k_max:
+            ks = f"K={self.k_max}" if self.k_min == self.k_max else f"K in {self.k_min}..{self.k_max}"
+            raise LinksimError(f"cnn: expected h [b, K, M] with {ks}, got {tuple(h.shape)}")
         if self.features == "h" and h.shape[2] != self.num_antennas:
             raise LinksimError(f"cnn: built for M={self.num_antennas} antennas, got M={h.shape[2]}")
         b = h.shape[0]
