@@ -42,3 +42,22 @@ def test_sweep_checks_every_points_sizes_before_running(tmp_path):
     sc = linksim.load_scenario("scenarios/quick.toml").replace(precoding={"num_samples": 32})
     st = sweep(sc, "precoding", ["agent:agents/cnn-padded"], "num_users=3,8", tmp_path / "b", progress=False)
     assert {float(r["x"]) for r in linksim.results.read_rows(st.csv)} == {3.0, 8.0}
+
+
+def test_shipped_agents_load_from_another_cache_folder(tmp_path, monkeypatch):
+    """A fingerprint identifies weights, never a path: with ``LINKSIM_CACHE`` somewhere new (the
+    converted backbone reached through another folder name, as on another machine), every shipped
+    agent still loads as every block kind it was trained for. The random-init backbone once hashed
+    its config, which holds the cache folder's path, and failed here."""
+    from linksim.llm.files import _gguf_cache_dir, cache_root, smollm2_gguf
+    folder, _ = _gguf_cache_dir(smollm2_gguf())            # converted under the current cache
+    new = tmp_path / "elsewhere" / "cache"
+    (new / "backbones").mkdir(parents=True)
+    (new / "backbones" / folder.name).symlink_to(folder.resolve(), target_is_directory=True)
+    monkeypatch.setenv("LINKSIM_CACHE", str(new))
+    assert cache_root() == new
+    for agent in AGENTS:
+        spec = read_agent(agent)
+        sc = linksim.load_scenario(spec.scenario_path())
+        for task in agent_tasks(spec):
+            assert linksim.blocks.get(f"agent:{agent}", kind=TASK_KIND[task], scenario=sc).kind == TASK_KIND[task]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,10 +83,18 @@ def _resolve(source: str) -> tuple[Path, str]:
     return folder, _folder_fingerprint(folder)
 
 
-def _config_hash(config, extra: str = "") -> str:
-    d = config.to_dict()
-    d.pop("transformers_version", None)
-    return hashlib.sha256((json.dumps(d, sort_keys=True, default=str) + extra).encode()).hexdigest()[:16]
+def weights_hash(model: torch.nn.Module) -> str:
+    """SHA-256 (first 16 hex) of a module's tensors: names, dtypes, shapes and bytes, in name order.
+
+    Identifies weights by their content only, never by where they were loaded from (a config's
+    ``_name_or_path`` names the local cache folder and changes from machine to machine).
+    """
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _load_folder(folder: Path, spec: BackboneSpec):
@@ -111,7 +118,7 @@ def _load_folder(folder: Path, spec: BackboneSpec):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = AutoModel.from_config(config, dtype=torch.float32)
-        return model, tokenizer, "random-" + _config_hash(config)
+        return model, tokenizer, "random-" + weights_hash(model)
     with _quiet(f"backbone {spec.source}: cannot load the weights"):
         model, info = AutoModel.from_pretrained(str(folder), config=config, dtype=torch.float32,
                                                 local_files_only=True, output_loading_info=True)
@@ -132,7 +139,8 @@ class Backbone(torch.nn.Module):
 
     Attributes: ``model`` (e.g. ``LlamaModel``, ``config.num_hidden_layers == N``), ``tokenizer``,
     ``config``, ``width`` (hidden size), ``spec`` (:class:`BackboneSpec`), ``fingerprint`` (16 hex:
-    GGUF content hash, hash of a folder's weight files, or ``"random-<config hash>"``).
+    GGUF content hash, hash of a folder's weight files, or ``"random-<hash of the initialised
+    tensors>"``: content, never a path).
 
     :param model: a transformers base model
     :param tokenizer: its tokenizer
@@ -328,4 +336,4 @@ def tiny_backbone(layers: int = 2, width: int = 64, heads: int = 4, kv_heads: in
         torch.manual_seed(seed)
         model = LlamaModel(config)
     spec = BackboneSpec(source="tiny", layers=layers, random_init=True)
-    return Backbone(model, tokenizer, spec, "random-" + _config_hash(config, f"seed={seed}"))
+    return Backbone(model, tokenizer, spec, "random-" + weights_hash(model))
