@@ -11,8 +11,8 @@ Public API::
 ``linksim.config`` holds the default seed, device and precision of blocks built without a
 scenario (as ``sionna.phy.config``).
 """
-from . import blocks  # first: it imports the block modules, then the agents that use them
-from . import agents, registry
+from . import blocks  # first the layers from the bottom: blocks, then the tasks, then the agents
+from . import chains, agents, registry
 from .channel import ChannelSource
 from .config import Config, config
 from .errors import LinksimError
@@ -21,3 +21,14 @@ from .scenario import Scenario, load_scenario
 __all__ = ["ChannelSource", "Config", "LinksimError", "Scenario", "agents", "blocks", "config",
            "load_scenario", "registry"]
 __version__ = "0.1.0"
+
+
+def _load_plugins() -> None:
+    """Import the modules named by the ``linksim.plugins`` entry points of installed packages: a
+    package adds tasks, blocks or architectures that register themselves, and the CLI sees them."""
+    from importlib.metadata import entry_points
+    for ep in entry_points(group="linksim.plugins"):
+        ep.load()
+
+
+_load_plugins()

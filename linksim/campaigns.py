@@ -43,11 +43,13 @@ LLM = (
 CAMPAIGNS = {"demo": DEMO, "baselines": BASELINES, "llm": LLM}
 
 
-def run_campaign(name: str, scenario: str | Path, out: str | Path, progress: bool = True) -> list[Path]:
-    """Run the sweeps of campaign ``name`` into ``out/<task>/`` (resumable) and draw the figures."""
+def run_campaign(name: str, scenario: str | Path, out: str | Path, progress: bool = True,
+                 backend: str = "local") -> list[Path]:
+    """Run the sweeps of campaign ``name`` into ``out/<task>/`` (resumable; points on ``backend``)
+    and draw the figures."""
     figures = []
     for folder, own_scenario, task, blocks, over in CAMPAIGNS[name]:
         d = Path(out) / folder
-        sweep(own_scenario or scenario, task, blocks.split(","), over, d, progress=progress)
+        sweep(own_scenario or scenario, task, blocks.split(","), over, d, progress=progress, backend=backend)
         figures += [p for p in plot_dir(d) if p.suffix == ".png"]
     return figures

@@ -31,7 +31,7 @@ def cmd_sweep(a):
     from .sweep import sweep
 
     store = sweep(a.scenario, a.task, [b for b in a.blocks.split(",") if b], a.over, a.out,
-                  progress=not a.quiet)
+                  progress=not a.quiet, backend=a.backend)
     print(f"{store.csv} ({len(store.rows)} rows)")
     if a.plot:
         for p in plot_dir(a.out):
@@ -48,10 +48,12 @@ def cmd_plot(a):
 def cmd_list(a):
     from . import blocks
     from .agents.spec import read_agent
-    from .chains import CHAINS, SWEEP_PARAMS
-    from .registry import ARCHS, BLOCK_KINDS, REFERENCE
+    from .chains import SWEEP_PARAMS
+    from .registry import ARCHS, KINDS, REFERENCE, TASKS
 
-    for kind in BLOCK_KINDS:
+    for kind in KINDS:
+        if kind == REFERENCE or not blocks.names(kind):
+            continue
         print(f"{kind}s:")
         for n in blocks.names(kind):
             print(f"  {n:<12} {blocks.spec(n).doc}")
@@ -61,7 +63,10 @@ def cmd_list(a):
     print("agent architectures (agent.toml arch = ...; trained with `linksim train`):")
     for n, arch in sorted(ARCHS.items()):
         print(f"  {n:<12} [{', '.join(arch.tasks)}] {arch.doc}")
-    print("tasks: " + ", ".join(CHAINS) + "   (loop blocks: PREDICTOR+PRECODER, e.g. ar+wmmse)")
+    print("tasks (--task; blocks of the kind shown):")
+    for n, t in TASKS.items():
+        kind = KINDS.get(t.kind, "") if t.kind == "loop" else f"{t.kind}s"
+        print(f"  {n:<12} [{kind}] {t.doc}")
     print("sweep parameters: " + ", ".join(SWEEP_PARAMS))
     root = Path(a.scenarios)
     print(f"scenarios ({root}):")
@@ -79,18 +84,25 @@ def cmd_list(a):
 
 
 def cmd_dataset(a):
+    from .chains import chain_class
     from .channel.dataset import export_dataset
     from .scenario import load_scenario
 
-    out = export_dataset(load_scenario(a.scenario), a.task, a.n, a.out, speed_kmh=_speed(a.speed_kmh),
-                         seed=a.seed, progress=not a.quiet)
+    sc = load_scenario(a.scenario)
+    try:
+        task = chain_class(a.task)
+    except LinksimError as e:
+        raise LinksimError(f"--task: {e}") from None
+    out = export_dataset(sc, a.n, a.out, num_users=task.num_users(sc), num_time=task.num_time(sc),
+                         speed_kmh=_speed(a.speed_kmh), seed=a.seed, progress=not a.quiet,
+                         attrs={"task": a.task})
     print(out)
 
 
 def cmd_campaign(a):
     from .campaigns import run_campaign
 
-    for p in run_campaign(a.command, a.scenario, a.out, progress=not a.quiet):
+    for p in run_campaign(a.command, a.scenario, a.out, progress=not a.quiet, backend=a.backend):
         print(p)
 
 
@@ -98,7 +110,8 @@ def cmd_paper(a):
     from .paper import run_paper
 
     t0 = time.time()
-    for p in run_paper(a.budget, a.out, only=a.only, backbone=a.backbone, progress=not a.quiet):
+    for p in run_paper(a.budget, a.out, only=a.only, backbone=a.backbone, progress=not a.quiet,
+                       backend=a.backend):
         print(p)
     print(f"linksim paper: {(time.time() - t0) / 60:.1f} min (resumed points and trained agents "
           f"skipped); the claims measured: {a.out}/targets.md", file=sys.stderr)
@@ -113,6 +126,11 @@ def cmd_train(a):
         print(f"{d}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
 
 
+def _backend_option(s) -> None:
+    s.add_argument("--backend", default="local", help="where sweep points run: local (default: this "
+                   "process, points in order)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="linksim", description="Link-level OFDM MU-MISO simulator (Sionna UMa, moving "
                 "users) with swappable precoders, detectors and channel predictors.")
@@ -120,12 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="run blocks of one task over a parameter grid (resumable)")
     s.add_argument("scenario", help="scenario TOML file, e.g. scenarios/quick.toml")
-    s.add_argument("--task", required=True, choices=["prediction", "precoding", "detection", "loop", "coded"])
+    s.add_argument("--task", required=True, help="prediction, precoding, detection, loop, coded, or a "
+                   "task a plugin registers (linksim list)")
     s.add_argument("--blocks", required=True, help="comma-separated block names, e.g. zf,rzf,wmmse")
     s.add_argument("--over", help="NAME=START:STOP:STEP (STOP included) or NAME=V1,V2; NAME in "
                    "snr_db, speed_kmh, tx_power_dbw, num_users")
     s.add_argument("--out", required=True, help="output folder (results.csv, meta.json)")
     s.add_argument("--plot", action="store_true", help="also draw the figures")
+    _backend_option(s)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sweep)
 
@@ -140,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("dataset", help="export channels of a task to HDF5")
     s.add_argument("scenario")
-    s.add_argument("--task", required=True, choices=["prediction", "precoding", "detection", "loop"])
+    s.add_argument("--task", required=True, help="the task whose channels to export (prediction, "
+                   "precoding, detection, loop, ...): its users and time samples")
     s.add_argument("--n", type=int, required=True, help="number of drops")
     s.add_argument("--out", required=True, help="output .h5 file")
     s.add_argument("--speed-kmh", help="V or LOW:HIGH (uniform per user); default: the scenario's")
@@ -163,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", help="comma-separated items, e.g. fig7,table1 (default: all)")
     s.add_argument("--backbone", help="add this LLM (a folder, .gguf or cached hub id) to Table II: "
                    "the ablation recipe is trained on it into OUT/agents/")
+    _backend_option(s)
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_paper)
 
@@ -172,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=helptext)
         s.add_argument("--scenario", default="scenarios/quick.toml")
         s.add_argument("--out", default=f"results/{name}")
+        _backend_option(s)
         s.add_argument("--quiet", action="store_true")
         s.set_defaults(func=cmd_campaign)
     return p

@@ -15,6 +15,8 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 
 import torch
 
@@ -101,3 +103,9 @@ def generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(int(seed))
     return g
+
+
+def cache_root() -> Path:
+    """The linksim cache folder: ``$LINKSIM_CACHE`` if set, else ``~/.cache/linksim`` (converted
+    backbones, content hashes, fitted covariances; never anything that identifies results)."""
+    return Path(os.environ.get("LINKSIM_CACHE") or Path.home() / ".cache" / "linksim").expanduser()

@@ -31,8 +31,18 @@ def _prob(v):
     return 0 <= v <= 1
 
 
-def _f(default, check=None, why="", choices=None):
-    return field(default=default, metadata={"check": check, "why": why, "choices": choices})
+def setting(default, check=None, why="", choices=None, hash_if=None):
+    """A field of a scenario table: its default, a ``check(value) -> bool`` with the reason
+    ``why`` shown when it fails, allowed ``choices``, and ``hash_if(table) -> bool``: whether the
+    field enters the scenario hash (default: always)."""
+    return field(default=default, metadata={"check": check, "why": why, "choices": choices, "hash_if": hash_if})
+
+
+_f = setting
+
+
+def _cdl(channel) -> bool:
+    return channel.model == "cdl"
 
 
 @dataclass
@@ -44,8 +54,9 @@ class Channel:
     """
 
     model: str = _f("uma", choices=("uma", "umi", "rma", "cdl", "rayleigh"))
-    cdl_profile: str = _f("A", choices=("A", "B", "C", "D", "E"))
-    delay_spread_s: float = _f(100e-9, lambda v: 0 < v <= 1e-5, "must be in (0, 1e-5] s (RMS delay spread)")
+    cdl_profile: str = _f("A", choices=("A", "B", "C", "D", "E"), hash_if=_cdl)
+    delay_spread_s: float = _f(100e-9, lambda v: 0 < v <= 1e-5, "must be in (0, 1e-5] s (RMS delay spread)",
+                               hash_if=_cdl)
     carrier_hz: float = _f(2.4e9, _pos, "must be > 0")
     num_subcarriers: int = _f(48, _pos, "must be > 0")
     subcarrier_spacing_hz: float = _f(180e3, _pos, "must be > 0")
@@ -64,57 +75,6 @@ class Channel:
 
 
 @dataclass
-class Prediction:
-    """Channel prediction: ``history`` past samples -> ``horizon`` future samples."""
-
-    num_users: int = _f(4, _pos, "must be > 0")
-    history: int = _f(16, _pos, "must be > 0")
-    horizon: int = _f(4, _pos, "must be > 0")
-    snr_db: float = _f(20.0, why="history noise SNR [dB]")
-    num_samples: int = _f(256, _pos, "must be > 0")
-
-
-@dataclass
-class Precoding:
-    """Downlink multi-user precoding at one subcarrier (or averaged over all)."""
-
-    num_users: int = _f(4, _pos, "must be > 0")
-    tx_power_dbw: float = _f(0.0)
-    noise_power_dbw: float = _f(-10.0)
-    subcarriers: str = _f("centre", choices=("centre", "all"))
-    num_samples: int = _f(256, _pos, "must be > 0")
-
-
-@dataclass
-class Detection:
-    """Uplink detection of QAM symbols on OFDM resource elements."""
-
-    num_users: int = _f(4, _pos, "must be > 0")
-    bits_per_symbol: int = _f(4, lambda v: v in (2, 4, 6, 8), "must be 2, 4, 6 or 8 (QPSK..256-QAM)")
-    symbols_per_sample: int = _f(6, _pos, "must be > 0")
-    snr_db: float = _f(10.0)
-    target_errors: int = _f(200, _pos, "must be > 0")
-    min_samples: int = _f(64, _pos, "must be > 0")
-    max_samples: int = _f(2048, _pos, "must be > 0")
-
-
-@dataclass
-class Coded:
-    """Coded uplink (task ``coded``): 5G LDPC codewords over the ``[detection]`` link (its users,
-    QAM order, slots and SNR), LLRs from pilot-estimated noise; stops as ``[detection]`` does, in
-    block errors. See :class:`linksim.chains.coded.CodedChain`."""
-
-    code_rate: float = _f(0.5, lambda v: 0 < v < 1, "must be in (0, 1)")
-    coded_block_bits: int = _f(480, _pos, "must be > 0")       # n (k = round(code_rate * n))
-    bp_iterations: int = _f(20, _pos, "must be > 0")
-    demapping: str = _f("app", choices=("app", "maxlog"))
-    pilot_slots: int = _f(1, _pos, "must be > 0")              # leading slots of each subcarrier
-    target_block_errors: int = _f(100, _pos, "must be > 0")
-    min_samples: int = _f(32, _pos, "must be > 0")
-    max_samples: int = _f(256, _pos, "must be > 0")
-
-
-@dataclass
 class Run:
     seed: int = _f(0, _nonneg, "must be >= 0")
     batch_size: int = _f(32, _pos, "must be > 0")
@@ -122,59 +82,100 @@ class Run:
     precision: str = _f("single", choices=("single", "double"))
 
 
-@dataclass
-class Scenario:
-    """A validated scenario. ``source`` is the TOML text it came from, ``path`` its file."""
+#: table name -> its dataclass, in registration order (the order of a scenario's tables and of
+#: its hash); task modules register theirs (:func:`register_section`)
+SECTIONS: dict[str, type] = {}
 
-    name: str = _f("unnamed")
-    channel: Channel = field(default_factory=Channel)
-    prediction: Prediction = field(default_factory=Prediction)
-    precoding: Precoding = field(default_factory=Precoding)
-    detection: Detection = field(default_factory=Detection)
-    coded: Coded = field(default_factory=Coded)
-    run: Run = field(default_factory=Run)
-    path: str = field(default="<memory>", metadata={"internal": True})
-    source: str = field(default="", metadata={"internal": True})
+
+def register_section(name: str, hash_defaults: bool = False):
+    """Class decorator: the dataclass of a scenario table ``[name]`` owned by a task module.
+
+    Each field is made with :func:`setting` (default, check, choices). The class may define
+    ``validate(self, path, scenario)`` for cross-field checks (one ``LinksimError`` line).
+
+    :param name: the table name
+    :param hash_defaults: whether the table enters the scenario hash when it equals its defaults.
+        ``False`` (the rule for new tables): adding a task does not change the hash, so no
+        existing results folder is orphaned. The first three tables predate the rule.
+    """
+    def deco(cls):
+        if name in SECTIONS or name in _CORE:
+            raise ValueError(f"scenario table [{name}] registered twice")
+        cls.table, cls.hash_defaults = name, hash_defaults
+        SECTIONS[name] = cls
+        return cls
+
+    return deco
+
+
+class Scenario:
+    """A validated scenario: ``name``, ``channel``, ``run`` and one attribute per registered table
+    (``prediction``, ``precoding``, ``detection``, ``coded``, ...). ``source`` is the TOML text it
+    came from, ``path`` its file.
+    """
+
+    def __init__(self, name: str = "unnamed", channel: Channel | None = None, run: Run | None = None,
+                 sections: dict | None = None, path: str = "<memory>", source: str = ""):
+        self.name = name
+        self.channel = channel or Channel()
+        self.run = run or Run()
+        given = dict(sections or {})
+        self.sections = {k: given.pop(k, None) or cls() for k, cls in SECTIONS.items()}
+        if given:
+            raise LinksimError(f"{path}: unknown table [{sorted(given)[0]}]")
+        self.path, self.source = str(path), source
+
+    def __getattr__(self, key):
+        if key.startswith("__") or key == "sections":   # (un)pickling looks these up first
+            raise AttributeError(key)
+        try:
+            return self.sections[key]
+        except KeyError:
+            raise AttributeError(f"scenario has no table [{key}] (tables: channel, run, "
+                                 f"{', '.join(self.sections)})") from None
+
+    def __eq__(self, other):
+        return isinstance(other, Scenario) and to_dict(self) == to_dict(other) and self.path == other.path
+
+    def __repr__(self):
+        return f"Scenario({self.name!r}, path={self.path!r}, hash={self.hash})"
 
     @property
     def hash(self) -> str:
-        """SHA-256 (first 16 hex) of the canonical content; equal content -> equal hash."""
+        """SHA-256 (first 16 hex) of the canonical content; equal content -> equal hash. Fields
+        and tables declare what they leave out (``hash_if`` on a field, ``hash_defaults`` on a
+        table), so that adding an option or a task keeps every existing hash."""
         d = to_dict(self)
-        if self.channel.model != "cdl":   # CDL-only keys: other scenarios keep their former hash
-            for key in _CDL_ONLY:
+        for key, f in ((f.name, f) for f in dataclasses.fields(Channel)):
+            when = f.metadata.get("hash_if")
+            if when and not when(self.channel):
                 d["channel"].pop(key)
-        if d["coded"] == dataclasses.asdict(Coded()):   # likewise a default [coded] table
-            d.pop("coded")
-        text = repr(d)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        for name, cls in SECTIONS.items():
+            if not cls.hash_defaults and d[name] == dataclasses.asdict(cls()):
+                d.pop(name)
+        return hashlib.sha256(repr(d).encode()).hexdigest()[:16]
 
     def replace(self, **changes: dict[str, Any]) -> "Scenario":
-        """A copy with sections updated, e.g. ``s.replace(detection={"snr_db": 5})``."""
+        """A copy with tables updated, e.g. ``s.replace(detection={"snr_db": 5})``."""
         d = to_dict(self)
         for section, values in changes.items():
             d.setdefault(section, {}).update(values)
         return from_dict(d, self.path, self.source)
 
     def validate(self) -> None:
-        """Cross-field checks (one clear line each)."""
+        """Cross-field checks (one clear line each): every table with users has at most as many
+        as the BS has antennas, then each table's own ``validate``."""
         m = self.channel.num_bs_antennas
-        for sec in ("prediction", "precoding", "detection"):
-            k = getattr(self, sec).num_users
-            if k > m:
+        for sec, table in self.sections.items():
+            k = getattr(table, "num_users", None)
+            if k is not None and k > m:
                 raise LinksimError(f"{self.path}: {sec}.num_users = {k} exceeds the {m} BS antennas "
                                    "(zero-forcing needs num_users <= bs antennas)")
-        d = self.detection
-        if d.min_samples > d.max_samples:
-            raise LinksimError(f"{self.path}: detection.min_samples ({d.min_samples}) > max_samples ({d.max_samples})")
-        c = self.coded
-        if c.min_samples > c.max_samples:
-            raise LinksimError(f"{self.path}: coded.min_samples ({c.min_samples}) > max_samples ({c.max_samples})")
+            if hasattr(table, "validate"):
+                table.validate(self.path, self)
 
 
-_CDL_ONLY = ("cdl_profile", "delay_spread_s")
-
-_SECTIONS = {"channel": Channel, "prediction": Prediction, "precoding": Precoding,
-             "detection": Detection, "coded": Coded, "run": Run}
+_CORE = {"channel": Channel, "run": Run}
 
 
 def _check_value(path: str, key: str, f: dataclasses.Field, value: Any) -> Any:
@@ -212,36 +213,40 @@ def _build(cls, data: dict, path: str, prefix: str):
 
 def from_dict(data: dict, path: str = "<memory>", source: str = "") -> Scenario:
     """Validate a nested dict (TOML layout) into a Scenario."""
-    top = {}
+    top, sections = {}, {}
     for key, value in data.items():
         if key == "name":
             if not isinstance(value, str):
                 raise LinksimError(f"{path}: name: expected str, got {type(value).__name__}")
             top["name"] = value
-        elif key in _SECTIONS:
+        elif key in _CORE or key in SECTIONS:
             if not isinstance(value, dict):
                 raise LinksimError(f"{path}: [{key}] must be a table")
-            top[key] = _build(_SECTIONS[key], value, path, key + ".")
+            table = _build(_CORE.get(key) or SECTIONS[key], value, path, key + ".")
+            (top if key in _CORE else sections)[key] = table
         else:
-            raise LinksimError(f"{path}: unknown key '{key}' (known: name, {', '.join(_SECTIONS)})")
-    sc = Scenario(**top, path=str(path), source=source)
+            raise LinksimError(f"{path}: unknown key '{key}' (known: name, channel, "
+                               f"{', '.join(SECTIONS)}, run)")
+    sc = Scenario(**top, sections=sections, path=str(path), source=source)
     sc.validate()
     return sc
 
 
 def to_dict(sc: Scenario) -> dict:
-    """The scenario as a nested dict (without the internal path/source)."""
-    out = {"name": sc.name}
-    for key in _SECTIONS:
-        out[key] = dataclasses.asdict(getattr(sc, key))
+    """The scenario as a nested dict (without the internal path/source), tables in their order."""
+    out = {"name": sc.name, "channel": dataclasses.asdict(sc.channel)}
+    for key, table in sc.sections.items():
+        out[key] = dataclasses.asdict(table)
+    out["run"] = dataclasses.asdict(sc.run)
     return out
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario TOML file.
 
-    :param path: the ``.toml`` file (tables ``[channel]``, ``[prediction]``, ``[precoding]``,
-        ``[detection]``, ``[coded]``, ``[run]``; every key optional, defaults as in the dataclasses here)
+    :param path: the ``.toml`` file (tables ``[channel]``, ``[run]`` and those of the registered
+        tasks: ``[prediction]``, ``[precoding]``, ``[detection]``, ``[coded]``, ...; every key
+        optional, defaults as in the tables' dataclasses)
     :output scenario: :class:`Scenario`. A bad file, key or value raises ``LinksimError`` with one
         line naming the file and the key.
 

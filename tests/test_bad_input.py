@@ -87,13 +87,13 @@ class Poisoned:
 
 def _poison(monkeypatch, name, factor, when=lambda *inputs: True):
     """Make the sweep build block ``name`` as a :class:`Poisoned` one."""
-    real = linksim.sweep.get_block
+    real = linksim.blocks.get
 
-    def get(n, kind, scenario):
-        block = real(n, kind, scenario)
+    def get(n, kind=None, scenario=None, **options):
+        block = real(n, kind, scenario, **options)
         return Poisoned(block, factor, when) if n == name else block
 
-    monkeypatch.setattr(linksim.sweep, "get_block", get)
+    monkeypatch.setattr(linksim.blocks, "get", get)
 
 
 def test_nan_output_stops_sweep_and_keeps_earlier_rows(capsys, tiny_toml, tmp_path, monkeypatch):

@@ -76,7 +76,9 @@ def test_dataset_export(tiny_scenario, tmp_path):
     from linksim.channel.dataset import export_dataset
 
     sc = tiny_scenario()
-    out = export_dataset(sc, "prediction", 12, tmp_path / "d.h5", seed=5, progress=False)
+    out = export_dataset(sc, 12, tmp_path / "d.h5", num_users=sc.prediction.num_users,
+                         num_time=sc.prediction.history + sc.prediction.horizon, seed=5, progress=False,
+                         attrs={"task": "prediction"})
     with h5py.File(out) as f:
         assert f["h"].shape == (12, 20, 2, 8, 48)
         assert f.attrs["seed"] == 5 and f.attrs["scenario_hash"] == sc.hash

@@ -9,7 +9,7 @@ import torch
 
 import linksim
 from linksim.blocks.qam import hard_decision, symbols_to_bits
-from linksim.chains import CHAINS
+from linksim.chains import chain_class
 from linksim.chains.coded import CodedChain, coded_batch, receive
 from linksim.chains.coding import FrameLayout, LinkCode
 from linksim.errors import LinksimError
@@ -35,7 +35,7 @@ def _bler(sc, name="lmmse"):
 
 
 def test_registered_and_layout():
-    assert CHAINS["coded"] is CodedChain and CodedChain.kind == "detector"
+    assert chain_class("coded") is CodedChain and CodedChain.kind == "detector"
     lay = CodedChain(_sc()).layout
     assert (lay.k, lay.n, lay.codewords, lay.data_res, lay.used_res) == (120, 240, 2, 120, 120)
     lay = CodedChain(_sc(coded_block_bits=200)).layout          # 50 symbols: two fit, 20 filler

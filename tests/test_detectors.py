@@ -61,8 +61,10 @@ def test_registered_names_and_kinds():
     assert {"lmmse", "zf_det", "mf", "kbest", "ml"} <= set(registry.names("detector"))
     for name in ("lmmse", "zf_det", "mf", "kbest", "ml"):
         assert registry.spec(name).kind == "detector"
-        det = registry.get(name, num_bits_per_symbol=6, horizon=4)   # unknown options dropped
+        det = registry.get(name, num_bits_per_symbol=6)
         assert isinstance(det, torch.nn.Module) and det.num_bits_per_symbol == 6
+        with pytest.raises(LinksimError, match=f"block .{name}.: unknown option.* horizon"):
+            registry.get(name, num_bits_per_symbol=6, horizon=4)        # not silently dropped
 
 
 @pytest.mark.parametrize("snr_db", [6.0, 9.0, 12.0])

@@ -15,8 +15,8 @@ import torch
 
 import linksim
 from linksim.agents import AgentBlock, build_model
-from linksim.chains import CHAINS, LoopBlock
-from linksim.registry import ARCHS, BLOCKS, TASK_KIND
+from linksim.chains import LoopBlock, chain_class
+from linksim.registry import ARCHS, BLOCKS, TASKS, trainable_tasks
 from linksim.training.data import TaskData
 from linksim.training.trainer import task_metrics
 
@@ -28,7 +28,7 @@ SC = tiny(detection={"max_samples": 8, "min_samples": 8}, prediction={"num_sampl
 
 def _blocks(task, sc):
     """Every registered block usable in ``task`` plus an untrained model of every arch serving it."""
-    kind = TASK_KIND.get(task)
+    kind = TASKS[task].kind
     if task == "loop":
         return {"ar+wmmse": LoopBlock(linksim.blocks.get("ar", "predictor", sc),
                                       linksim.blocks.get("wmmse", "precoder", sc)),
@@ -54,42 +54,42 @@ def _run(chain, blocks, default_device=None):
     return {(lb, m): a.result()[0] for lb, ms in acc.items() for m, a in ms.items()}
 
 
-@pytest.mark.parametrize("task", sorted(CHAINS))
+@pytest.mark.parametrize("task", sorted(TASKS))
 def test_chain_creates_every_tensor_on_the_scenario_device(task):
     blocks = _blocks(task, SC)
-    plain = _run(CHAINS[task](SC), blocks)
-    strict = _run(CHAINS[task](SC), blocks, "meta")
+    plain = _run(chain_class(task)(SC), blocks)
+    strict = _run(chain_class(task)(SC), blocks, "meta")
     assert strict == plain
     assert all(math.isfinite(v) or v == float("-inf") for v in plain.values())
 
 
 def test_unknown_or_unavailable_device_is_one_line_error():
     with pytest.raises(linksim.LinksimError, match="device"):
-        CHAINS["precoding"](SC.replace(run={"device": "tpu"}))
+        chain_class("precoding")(SC.replace(run={"device": "tpu"}))
     if not torch.cuda.is_available():
         with pytest.raises(linksim.LinksimError, match="CUDA is not available"):
-            CHAINS["precoding"](SC.replace(run={"device": "cuda"}))
+            chain_class("precoding")(SC.replace(run={"device": "cuda"}))
 
 
-@pytest.mark.parametrize("task", sorted(TASK_KIND))
+@pytest.mark.parametrize("task", trainable_tasks())
 def test_validation_and_sweep_count_the_same_on_the_same_drops(task):
     """Training validation and a sweep share the chain's metric code: a sweep point's batches fed
     to the trainer's validation give the sweep's numbers."""
-    chain = CHAINS[task](SC)
+    chain = chain_class(task)(SC)
     point = chain.point()
     name = {"detection": "lmmse", "precoding": "wmmse", "prediction": "ar"}[task]
-    block = linksim.blocks.get(name, TASK_KIND[task], SC)
+    block = linksim.blocks.get(name, TASKS[task].kind, SC)
     sweep = {f"val_{m}": a.result()[0] for m, a in chain.run_point({name: block}, point)[name].items()}
     assert task_metrics(block, task, list(chain.batches(point))) == sweep
 
 
-@pytest.mark.parametrize("task", sorted(TASK_KIND))
+@pytest.mark.parametrize("task", trainable_tasks())
 def test_validation_batches_are_chain_batches(task):
     """The trainer's validation batches carry exactly the keys the chain's measure reads."""
-    chain = CHAINS[task](SC)
+    chain = chain_class(task)(SC)
     sweep_keys = set(next(iter(chain.batches(chain.point()))))
     dims = linksim.agents.Dims.from_scenario(SC, task)
-    t = SC.prediction.history + SC.prediction.horizon if task == "prediction" else 1
+    t = chain.num_time(SC)
     pool = linksim.ChannelSource(SC).sample(4, num_users=dims.num_users, num_time=t)
     from linksim.agents.spec import TrainSpec
     val = TaskData(task, pool, dims, SC, TrainSpec(), 0).val_batches(16, seed=0)

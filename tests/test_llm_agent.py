@@ -10,6 +10,7 @@ import torch
 
 import linksim
 from linksim.agents import Dims, build_model, load_agent
+from linksim.chains import chain_class
 from linksim.errors import LinksimError
 from linksim.llm import prompt as prompt_mod
 from linksim.training import train_agent
@@ -175,8 +176,8 @@ def test_changing_the_task_identifier_changes_the_output(monkeypatch):
     inputs = _inputs()["detection"]
     with torch.no_grad():
         a = model.task_forward("detection", *inputs)
-        ident, desc, instr = prompt_mod.TEMPLATES["detection"]
-        monkeypatch.setitem(prompt_mod.TEMPLATES, "detection", ("[channel prediction]", desc, instr))
+        ident, desc, instr = prompt_mod.template("detection")
+        monkeypatch.setattr(chain_class("detection"), "prompt", ("[channel prediction]", desc, instr))
         model.train().eval()                         # drops the cached prefix
         model._prompt_ids.clear()
         b = model.task_forward("detection", *inputs)
@@ -219,7 +220,7 @@ def test_save_load_gives_identical_outputs(trained, tmp_path):
     for kind in ("predictor", "detector", "precoder"):
         block = load_agent(str(d), kind, sc)
         again = load_agent(str(d), kind, sc)
-        task = linksim.registry.KIND_TASK[kind]
+        task = linksim.registry.task_of(kind)
         inputs = _inputs()[task]
         assert torch.equal(block(*inputs), again(*inputs))
     torch.manual_seed(0)

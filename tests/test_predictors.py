@@ -45,7 +45,7 @@ def test_registered_names_kinds_and_genie():
     assert registry.spec("genie").kind == "reference" and registry.spec("genie").serves == "predictor"
     for name in ("outdated", "ar"):
         assert registry.spec(name).kind == "predictor"
-        assert registry.get(name, horizon=3, num_bits_per_symbol=4).horizon == 3
+        assert registry.get(name, horizon=3).horizon == 3
     gen = registry.get("genie", kind="predictor", horizon=3)
     assert gen.kind == "reference" and gen.horizon == 3
     fut = torch.randn(1, 3, 2, 4, 8, dtype=torch.complex64)

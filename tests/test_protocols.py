@@ -9,7 +9,7 @@ import linksim
 from linksim.agents import AgentBlock, Dims, build_model
 from linksim.agents.spec import TrainSpec
 from linksim.blocks.precoders import sum_rate
-from linksim.registry import ARCHS, BLOCKS, REFERENCE, TASK_KIND
+from linksim.registry import ARCHS, BLOCKS, REFERENCE, kind_of
 from linksim.training.data import TaskData
 
 from conftest import tiny
@@ -116,7 +116,7 @@ def test_every_arch_saves_loads_and_serves_its_protocol(arch, task, tmp_path):
     torch.manual_seed(1)
     again = build_model(arch, _tiny_dims(task), ARCHS[arch].tiny)
     again.load_weights(tmp_path)
-    kind = TASK_KIND[task]
+    kind = kind_of(task)
     inputs = _inputs(kind)
     a, b = AgentBlock(model, task, arch), AgentBlock(again, task, arch)
     out = _call(a, kind, inputs)
@@ -130,7 +130,7 @@ def test_every_arch_training_loss_falls(arch, task):
     torch.manual_seed(0)
     dims = _tiny_dims(task)
     model = build_model(arch, dims, ARCHS[arch].tiny)
-    data = TaskData(task, _pool(task), dims, SC, TrainSpec(), seed=0, layout=model.prediction_layout)
+    data = TaskData(task, _pool(task), dims, SC, TrainSpec(), seed=0, layout=model.layouts.get(task, ""))
     batch = data.batch(32, seed=1, stage="labels") | {"task": task}
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     losses = []

@@ -6,7 +6,7 @@ import pytest
 
 import linksim
 from linksim.agents import agent_tasks, read_agent
-from linksim.registry import TASK_KIND
+from linksim.registry import kind_of
 
 AGENTS = sorted(p.parent for p in Path("agents").glob("*/agent.toml"))
 REFERENCE_METRIC = {"detection": "val_ser_lmmse", "precoding": "val_sum_rate_wmmse",
@@ -22,8 +22,8 @@ def test_shipped_agent_loads_on_its_scenario(folder):
     sc = linksim.load_scenario(spec.scenario_path())
     tasks = agent_tasks(spec)
     for task in tasks:
-        block = linksim.blocks.get(f"agent:{folder}", kind=TASK_KIND[task], scenario=sc)
-        assert block.name == folder.name and block.kind == TASK_KIND[task]
+        block = linksim.blocks.get(f"agent:{folder}", kind=kind_of(task), scenario=sc)
+        assert block.name == folder.name and block.kind == kind_of(task)
         # the recipe's result was measured on a validation pool, with the classical reference beside it
         measured = spec.result if len(tasks) == 1 else spec.result[task]
         assert REFERENCE_METRIC[task] in measured
@@ -60,4 +60,4 @@ def test_shipped_agents_load_from_another_cache_folder(tmp_path, monkeypatch):
         spec = read_agent(agent)
         sc = linksim.load_scenario(spec.scenario_path())
         for task in agent_tasks(spec):
-            assert linksim.blocks.get(f"agent:{agent}", kind=TASK_KIND[task], scenario=sc).kind == TASK_KIND[task]
+            assert linksim.blocks.get(f"agent:{agent}", kind=kind_of(task), scenario=sc).kind == kind_of(task)

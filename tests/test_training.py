@@ -132,8 +132,9 @@ def test_precoder_and_predictor_train_through_the_harness(tmp_path, tiny_toml, k
 def test_trains_on_an_exported_dataset_and_checks_it(tmp_path, tiny_toml):
     from linksim.channel.dataset import export_dataset
     sc = linksim.load_scenario(tiny_toml())
-    export_dataset(sc, "detection", 6, tmp_path / "det.h5", seed=9, progress=False)
-    export_dataset(sc, "precoding", 6, tmp_path / "pre.h5", seed=9, progress=False)
+    for task in ("detection", "precoding"):
+        export_dataset(sc, 6, tmp_path / f"{task[:3]}.h5", num_users=getattr(sc, task).num_users, num_time=1,
+                       seed=9, progress=False, attrs={"task": task})
     d = make_agent(tmp_path, tiny_toml, "dnn", steps=3, extra=f'dataset = "{tmp_path / "det.h5"}"')
     assert train_agent(d, progress=False)["steps"] == 3
     (d / "agent.toml").write_text((d / "agent.toml").read_text().replace("det.h5", "pre.h5"))

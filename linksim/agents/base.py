@@ -26,50 +26,15 @@ Training batches (complex tensors complex64, real ones float32):
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from ..chains.base import Dims
 from ..errors import LinksimError
-from ..registry import arch_spec
-from ..scenario import Scenario
+from ..registry import arch_spec, task_spec
 
-#: the scenario table holding each task's settings
-SECTION = {"detection": "detection", "precoding": "precoding", "prediction": "prediction"}
-
-
-@dataclass(frozen=True)
-class Dims:
-    """Sizes an agent is built for (all ints)."""
-
-    num_bs_antennas: int    # M
-    num_users: int          # K
-    num_subcarriers: int    # F
-    history: int            # L
-    horizon: int            # P
-    bits_per_symbol: int
-    symbols_per_sample: int  # T
-    sample_spacing_us: int = 500   # CSI sample spacing (the LLM's instruction states it)
-
-    @classmethod
-    def from_scenario(cls, sc: Scenario, task: str) -> "Dims":
-        section = getattr(sc, SECTION[task])
-        return cls(sc.channel.num_bs_antennas, section.num_users, sc.channel.num_subcarriers,
-                   sc.prediction.history, sc.prediction.horizon, sc.detection.bits_per_symbol,
-                   sc.detection.symbols_per_sample, round(sc.channel.sample_spacing_s * 1e6))
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-# the sizes an agent must share with the scenario it runs in, per task (architectures may differ:
-# :meth:`AgentModel.check_dims`)
-MUST_MATCH = {
-    "detection": ("num_bs_antennas", "num_users", "bits_per_symbol"),
-    "precoding": ("num_bs_antennas", "num_users"),
-    "prediction": ("num_subcarriers", "history", "horizon"),   # per-antenna: any M and K
-}
+__all__ = ["AgentModel", "Dims", "build_model"]
 
 
 class AgentModel(torch.nn.Module):
@@ -77,20 +42,40 @@ class AgentModel(torch.nn.Module):
 
     Storage and size checks have defaults that fit single-file models; an architecture with other
     files (the LLM agent: heads + a LoRA adapter) overrides :meth:`save_weights`,
-    :meth:`load_weights` and :meth:`weight_files`. ``prediction_layout`` says how prediction
-    training samples are cut: ``"antenna"`` (one BS antenna's series, ``hist [B, L, F]``) or
-    ``"user"`` (all antennas of a user, ``hist [B, L, M, F]``).
+    :meth:`load_weights` and :meth:`weight_files`. What varies between architectures is declared
+    here, with defaults:
+
+    - ``layouts``: task -> how its training samples are cut (:meth:`linksim.chains.Chain.train_samples`;
+      e.g. prediction ``"antenna"``: one BS antenna's series, ``hist [B, L, F]``, or ``"user"``:
+      all antennas of a user, ``hist [B, L, M, F]``); a task not named gets its default.
+    - ``users_range``: ``(K_min, K_max)`` when one model serves several user counts (training draws
+      K per batch from a pool of K_max users), else ``None``; :meth:`users_for` says for which task.
+    - ``fingerprint``: what identifies weights the model depends on but does not store (an LLM
+      backbone); empty for self-contained models.
     """
 
     arch = ""
     tasks: tuple[str, ...] = ()
-    prediction_layout = "antenna"
+    layouts: dict = {}
+    users_range: tuple[int, int] | None = None
+    fingerprint = ""
     dims: Dims
 
     def check_dims(self, task: str, wanted: Dims) -> list[str]:
-        """What keeps this model from serving ``task`` at the sizes ``wanted`` (empty: nothing)."""
-        return [f"{k}={getattr(self.dims, k)} (scenario: {getattr(wanted, k)})"
-                for k in MUST_MATCH[task] if getattr(self.dims, k) != getattr(wanted, k)]
+        """What keeps this model from serving ``task`` at the sizes ``wanted`` (empty: nothing):
+        the task's ``must_match`` sizes, and K within ``users_range`` when there is one."""
+        must, users = task_spec(task).cls.must_match, self.users_for(task)
+        if users is not None:
+            must = tuple(k for k in must if k != "num_users")
+        out = [f"{k}={getattr(self.dims, k)} (scenario: {getattr(wanted, k)})"
+               for k in must if getattr(self.dims, k) != getattr(wanted, k)]
+        if users is not None and not users[0] <= wanted.num_users <= users[1]:
+            out.append(f"num_users in {users[0]}..{users[1]} (scenario: {wanted.num_users})")
+        return out
+
+    def users_for(self, task: str) -> tuple[int, int] | None:
+        """The range of K the model serves in ``task`` (``None``: the K it was built for)."""
+        return self.users_range
 
     def save_weights(self, folder: Path) -> None:
         """Write the trained weights into the agent folder (default: ``model.safetensors``)."""

@@ -7,8 +7,8 @@ import torch
 
 from ..config import check_device, check_precision, config, dtypes
 from ..errors import LinksimError
-from ..registry import KIND_TASK, TASK_KIND, arch_spec
-from .base import MUST_MATCH, AgentModel, Dims, build_model  # noqa: F401  (MUST_MATCH re-exported)
+from ..registry import arch_spec, kind_of, register_resolver, task_of
+from .base import AgentModel, Dims, build_model
 from .spec import AgentSpec, read_agent
 
 
@@ -41,7 +41,7 @@ class AgentBlock(torch.nn.Module):
         super().__init__()
         self.model = model.eval()
         self.task = task
-        self.kind = self.serves = TASK_KIND[task]
+        self.kind = self.serves = kind_of(task)
         self.name = name
         self.fingerprint = fingerprint
         self.precision = config.precision if precision is None else check_precision(precision)
@@ -72,7 +72,7 @@ def load_agent(path: str, kind: str, scenario, precision: str | None = None,
 
     Everything is checked before any compute: agent.toml, that the agent was trained for the
     task of ``kind``, the sizes it was trained for against the scenario, and the weights file.
-    Only the sizes must match (:data:`~linksim.agents.base.MUST_MATCH`): the scenario may differ in
+    Only the sizes must match (the task's ``must_match``, :meth:`AgentModel.check_dims`): the scenario may differ in
     anything else, e.g. an agent trained on ``quick.toml`` (UMa) is evaluated on
     ``quick-umi.toml``, ``quick-rma.toml`` or ``quick-cdl.toml`` without retraining.
     Usually reached through :func:`linksim.blocks.get` with ``"agent:PATH"``.
@@ -95,10 +95,10 @@ def load_agent(path: str, kind: str, scenario, precision: str | None = None,
         x_hat = det(h @ x, h, 1e-3)                                                          # [2,4,6]
     """
     spec = read_agent(path)
-    if kind not in KIND_TASK:
-        raise LinksimError(f"agent:{path}: a {kind} cannot be an agent (agents serve "
-                           f"{', '.join(KIND_TASK)})")
-    task = KIND_TASK[kind]
+    try:
+        task = task_of(kind)
+    except LinksimError as e:
+        raise LinksimError(f"agent:{path}: {e}") from None
     tasks = agent_tasks(spec)
     if task not in tasks:
         raise LinksimError(f"agent:{path} ({spec.arch}) is trained for {', '.join(tasks)}; this chain "
@@ -112,7 +112,7 @@ def load_agent(path: str, kind: str, scenario, precision: str | None = None,
     if diff:
         raise LinksimError(f"agent:{path}: trained for other sizes than {scenario.path}: {', '.join(diff)}")
     recorded = spec.result.get("backbone", {}).get("fingerprint")
-    if recorded and recorded != getattr(model, "fingerprint", recorded):
+    if recorded and model.fingerprint and recorded != model.fingerprint:
         raise LinksimError(f"agent:{path}: backbone {spec.model.get('backbone', {}).get('source', 'smollm2')!r} "
                            f"has fingerprint {model.fingerprint}, the agent was trained on {recorded}")
     try:
@@ -124,3 +124,11 @@ def load_agent(path: str, kind: str, scenario, precision: str | None = None,
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in model.weight_files(spec.path))).hexdigest()[:16]
     return AgentBlock(model.to(dev), task, spec.path.name, digest,
                       precision if precision is not None else scenario.run.precision)
+
+
+def _resolve(path: str, kind: str, scenario, precision: str | None = None, device: str | None = None):
+    return load_agent(path, kind, scenario, precision, device)
+
+
+register_resolver("agent:", _resolve)
+

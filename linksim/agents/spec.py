@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..errors import LinksimError
-from ..registry import TASK_KIND
+from ..registry import trainable_tasks
 
 WEIGHTS = "model.safetensors"
 
@@ -49,8 +49,9 @@ class TrainSpec:
     val_every: int = 250
     checkpoint_every: int = 250
     dataset: str = ""             # an exported HDF5 (`linksim dataset`) to train on instead of a pool
-    # several tasks (one batch of each per step): weights of the per-task losses, batch sizes
-    loss_weights: dict = field(default_factory=lambda: {"prediction": 1.0, "detection": 5.0, "precoding": 0.2})
+    # several tasks (one batch of each per step): weights of the per-task losses (default: each
+    # task's own ``loss_weight``, e.g. prediction 1, detection 5, precoding 0.2), batch sizes
+    loss_weights: dict = field(default_factory=dict)
     batch_sizes: dict = field(default_factory=dict)   # per-task override of batch_size
 
 
@@ -100,9 +101,9 @@ def read_agent(path: str | Path) -> AgentSpec:
         if not isinstance(agent.get(key), str):
             raise LinksimError(f"{f}: agent.{key} must be a string")
     tasks = agent.get("tasks", [])
-    if not isinstance(tasks, list) or not all(t in TASK_KIND for t in tasks) or len(set(tasks)) != len(tasks):
-        raise LinksimError(f"{f}: agent.tasks must be a list of distinct tasks from {list(TASK_KIND)}, "
-                           f"got {tasks!r}")
+    known = trainable_tasks()
+    if not isinstance(tasks, list) or not all(t in known for t in tasks) or len(set(tasks)) != len(tasks):
+        raise LinksimError(f"{f}: agent.tasks must be a list of distinct tasks from {known}, got {tasks!r}")
     extra = set(agent) - {"arch", "tasks", "scenario", "seed", "description"}
     if extra:
         raise LinksimError(f"{f}: unknown key 'agent.{sorted(extra)[0]}'")
@@ -113,10 +114,10 @@ def read_agent(path: str | Path) -> AgentSpec:
             raise LinksimError(f"{f}: unknown key 'train.{key}' (known: {', '.join(names)})")
         default = getattr(TrainSpec(), key)
         if isinstance(default, dict):
-            ok = isinstance(value, dict) and all(k in TASK_KIND and isinstance(v, (int, float))
+            ok = isinstance(value, dict) and all(k in known and isinstance(v, (int, float))
                                                  and not isinstance(v, bool) and v >= 0 for k, v in value.items())
             if not ok:
-                raise LinksimError(f"{f}: train.{key} must map tasks ({', '.join(TASK_KIND)}) to numbers "
+                raise LinksimError(f"{f}: train.{key} must map tasks ({', '.join(known)}) to numbers "
                                    f">= 0, got {value!r}")
             cast = float if key == "loss_weights" else int
             value = default | {k: cast(v) for k, v in value.items()}

@@ -1,9 +1,10 @@
 """Swappable blocks (precoders, detectors, predictors, reference curves) behind one function.
 
 ``get(name, kind=..., scenario=...)`` turns a name into a block: a registered short name
-(``zf``, ``lmmse``, ``ar``, ``dpc_bound``, ...; :mod:`linksim.registry`) or ``agent:PATH`` (a
-trained agent folder, usable as any kind it was trained for). Importing this package imports the
-built-in block modules once, which register themselves.
+(``zf``, ``lmmse``, ``ar``, ``dpc_bound``, ...; :mod:`linksim.registry`) or a prefixed name whose
+resolver is registered by a higher layer: ``agent:PATH`` (a trained agent folder, usable as any
+kind it was trained for; :mod:`linksim.agents` registers it). Importing this package imports the
+built-in block modules once, which register themselves; it imports nothing above them.
 
 Example::
 
@@ -16,10 +17,9 @@ Example::
 """
 from __future__ import annotations
 
-from . import detectors, precoders, predictors  # noqa: F401  (register the built-in blocks)
-from ..agents import load_agent
+from . import predictors, precoders, detectors  # noqa: F401  (register the kinds and blocks, in this order)
 from ..errors import LinksimError
-from ..registry import BLOCK_KINDS, REFERENCE, BlockSpec, block_names, block_spec
+from ..registry import REFERENCE, RESOLVERS, BlockSpec, block_kinds, block_names, block_spec
 from .base import Block
 
 AGENT_PREFIX = "agent:"
@@ -35,28 +35,36 @@ def get(name: str, kind: str | None = None, scenario=None, **options):
         ``precision`` and ``device`` (from ``[run]``), is passed as ``scenario=`` to blocks whose
         constructor takes one (``pad``: the array shape; ``wiener``: its channel pool) and, for
         agents, gives the sizes to check
-    :param options: constructor options (override the scenario's); options a block does not take
-        are dropped
+    :param options: constructor options (override the scenario's); an option the block does not
+        take is a one-line error naming it and the ones it takes
     :output block: a callable ``torch.nn.Module`` with ``.kind`` and ``.serves``
     """
-    if kind is not None and kind not in BLOCK_KINDS:
-        raise LinksimError(f"kind {kind!r}: choose from {', '.join(BLOCK_KINDS)}")
-    if name.startswith(AGENT_PREFIX):
-        if kind is None or scenario is None:
-            raise LinksimError(f"{name}: an agent needs kind= and scenario= to be loaded")
-        return load_agent(name[len(AGENT_PREFIX):], kind, scenario, options.get("precision"),
-                          options.get("device"))
+    kinds = block_kinds()
+    if kind is not None and kind not in kinds:
+        raise LinksimError(f"kind {kind!r}: choose from {', '.join(kinds)}")
+    for prefix, loader in RESOLVERS.items():
+        if name.startswith(prefix):
+            if kind is None or scenario is None:
+                raise LinksimError(f"{name}: a {prefix}NAME block needs kind= and scenario= to be loaded")
+            return loader(name[len(prefix):], kind, scenario, **options)
+    if ":" in name:
+        raise LinksimError(f"block '{name}': unknown prefix '{name.split(':')[0]}:' (known: "
+                           f"{', '.join(RESOLVERS) or 'none'}; agents need `import linksim`)")
     spec = block_spec(name)
     if kind is not None and spec.serves != kind:
         what = f"a reference for {spec.serves}s" if spec.kind == REFERENCE else f"a {spec.kind}"
         raise LinksimError(f"block '{name}' is {what}; this task needs a {kind}")
+    allowed = spec.options
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise LinksimError(f"block '{name}': unknown option(s) {', '.join(unknown)} (it takes: "
+                           f"{', '.join(o for o in allowed if o != 'scenario') or 'none'})")
     defaults = {}
     if scenario is not None:
         defaults = {"num_bits_per_symbol": scenario.detection.bits_per_symbol,
                     "horizon": scenario.prediction.horizon,
                     "precision": scenario.run.precision, "device": scenario.run.device,
                     "scenario": scenario}
-    allowed = spec.options
     return spec.factory(**{k: v for k, v in (defaults | options).items() if k in allowed})
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import LinksimError
-from ..registry import register_block
+from ..registry import register_block, register_kind
 from .base import Block
 from .qam import (constellation_points, hard_decision, qam_name,  # noqa: F401
                   random_symbols, symbols_to_bits)
@@ -25,6 +25,8 @@ ML_MAX_HYPOTHESES = 2 ** 20
 #: complex entries of the largest intermediate tensor inside Sionna's ML detector per chunk
 _ML_CHUNK_ELEMENTS = 2 ** 22
 _MIN_NOISE_VAR = 1e-10
+
+register_kind("detector", "(y [b,M,T], h [b,M,K], noise_var) -> x_hat [b,K,T], y = h x + n")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,4 +1,13 @@
-"""What every chain shares: sweep-parameter overrides, seeded channel batches, per-block accumulators.
+"""What every task shares: its chain (sweep-parameter overrides, seeded channel batches,
+per-block accumulators), its declarations, and the sizes an agent is built for.
+
+A task is one registered :class:`Chain` subclass in one module (:func:`linksim.registry.register_task`),
+which declares everything the rest of linksim needs to know of it: the block kind that serves it,
+its scenario table, the sweep parameters, the sizes an agent must share with a scenario
+(``must_match``), the classical references a trained block is validated beside, the default
+multi-task loss weight, the LLM prompt template, and how training samples and batches are cut from
+a channel pool. Sweeps, training, validation, ``linksim list``, ``linksim dataset`` and the LLM
+agent read these declarations; none of them names a task.
 
 Every chain is cut the same way, so that sweeps and training validation count metrics through one
 path: :meth:`Chain.batches` draws a point's inputs and truth (a dict per batch of drops),
@@ -8,13 +17,14 @@ on one batch and updates them. Every tensor and generator is created on the scen
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
 from ..channel import ChannelSource
 from ..config import check_device, derive_seed, dtypes, generator
 from ..errors import LinksimError
+from ..registry import task_spec
 from ..scenario import Scenario
 
 SWEEP_PARAMS = ("snr_db", "speed_kmh", "tx_power_dbw", "num_users")
@@ -26,6 +36,7 @@ class NonFiniteOutput(LinksimError):
     def __init__(self, count: int):
         super().__init__(f"a block's output has {count} non-finite values (NaN/Inf)")
         self.count = count
+        self.label = ""        # the block's label, when the raiser knows it
 
 
 def finite(out: torch.Tensor) -> torch.Tensor:
@@ -35,6 +46,29 @@ def finite(out: torch.Tensor) -> torch.Tensor:
     if not ok.all():
         raise NonFiniteOutput(int(ok.numel() - ok.sum()))
     return out
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Sizes an agent is built for (all ints), read from a scenario by a task
+    (:meth:`Chain.dims`): K is the task's own ``num_users``."""
+
+    num_bs_antennas: int    # M
+    num_users: int          # K
+    num_subcarriers: int    # F
+    history: int            # L
+    horizon: int            # P
+    bits_per_symbol: int
+    symbols_per_sample: int  # T
+    sample_spacing_us: int = 500   # CSI sample spacing (the LLM's instruction states it)
+
+    @classmethod
+    def from_scenario(cls, sc: Scenario, task: str) -> "Dims":
+        """The sizes of ``sc`` as task ``task`` sees them."""
+        return task_spec(task).cls.dims(sc)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -73,9 +107,11 @@ class ChannelCache:
 
 
 class Chain:
-    """Base of the four chains. Subclasses set ``task``, ``kind``, ``x_names``, ``default_x``,
-    ``section`` (the scenario table holding the task's settings) and implement :meth:`batches`,
-    :meth:`new_metrics` and :meth:`measure`.
+    """Base of the tasks: a task's chain and its declarations.
+
+    ``task`` and ``kind`` are set by :func:`~linksim.registry.register_task`. Subclasses set the
+    declarations below and implement :meth:`batches`, :meth:`new_metrics` and :meth:`measure`; a
+    trainable task also :meth:`train_samples`, :meth:`train_batch` and :meth:`val_batches`.
 
     :param scenario: the validated :class:`~linksim.Scenario`; its ``[run]`` table gives seed,
         batch size, device and precision
@@ -84,9 +120,50 @@ class Chain:
 
     task = ""
     kind = ""
+    #: the scenario table holding the task's users, samples and swept values
     section = ""
+    #: sweep parameters of the task (``--over NAME``) and the default one
     x_names: tuple[str, ...] = ()
     default_x = ""
+    #: :class:`Dims` fields an agent must share with the scenario it serves this task in
+    must_match: tuple[str, ...] = ()
+    #: classical blocks a trained block's validation reports beside it
+    references: tuple[str, ...] = ()
+    #: default weight of the task's loss in a multi-task agent (``train.loss_weights`` overrides)
+    loss_weight: float = 1.0
+    #: the LLM instruction: (identifier, description, instruction); format fields in
+    #: :func:`linksim.llm.prompt.dims_fields`
+    prompt: tuple[str, str, str] = ()
+
+    # -- sizes ----------------------------------------------------------------------------
+    @classmethod
+    def num_users(cls, sc: Scenario) -> int:
+        """K of the task in ``sc``."""
+        return getattr(sc, cls.section).num_users
+
+    @classmethod
+    def num_time(cls, sc: Scenario) -> int:
+        """Time samples per drop the task's channels have (1: a snapshot)."""
+        return 1
+
+    @classmethod
+    def dims(cls, sc: Scenario) -> Dims:
+        """The sizes an agent serving this task in ``sc`` is built for."""
+        return Dims(sc.channel.num_bs_antennas, cls.num_users(sc), sc.channel.num_subcarriers,
+                    sc.prediction.history, sc.prediction.horizon, sc.detection.bits_per_symbol,
+                    sc.detection.symbols_per_sample, round(sc.channel.sample_spacing_s * 1e6))
+
+    # -- blocks ---------------------------------------------------------------------------
+    @classmethod
+    def make_block(cls, name: str, scenario: Scenario):
+        """The block ``name`` for this task (:func:`linksim.blocks.get` with the task's kind)."""
+        from ..blocks import get
+        return get(name, cls.kind, scenario)
+
+    @staticmethod
+    def parts(block) -> tuple:
+        """The blocks a block of this task is made of (itself; a loop pair: its two blocks)."""
+        return (block,)
 
     def __init__(self, scenario: Scenario, cache: ChannelCache | None = None):
         self.scenario = scenario
@@ -143,8 +220,9 @@ class Chain:
         raise NotImplementedError
 
     @staticmethod
-    def new_metrics() -> dict:
-        """Fresh accumulators ``{metric: accumulator}`` of the task."""
+    def new_metrics(block=None) -> dict:
+        """Fresh accumulators ``{metric: accumulator}`` of the task for ``block`` (the metrics
+        may depend on it: a reference precoder in the loop has no BER)."""
         raise NotImplementedError
 
     @staticmethod
@@ -163,17 +241,20 @@ class Chain:
         leaves the rest running on the following batches, so its counts come from the first
         drops every other block saw too. A block output with NaN/Inf stops the point with a
         :class:`LinksimError` naming the block, the point and the count."""
-        acc = {label: self.new_metrics() for label in blocks}
+        acc = {label: self.new_metrics(block) for label, block in blocks.items()}
         running = dict(blocks)
         drops = 0
         for batch in self.batches(point):
-            for label, block in running.items():
-                try:
+            label = "?"
+            try:
+                batch = self.prepare(batch, running)
+                for label, block in running.items():
                     self.measure(block, batch, acc[label])
-                except NonFiniteOutput as e:
-                    raise LinksimError(f"block '{label}' at {point.x_name}={point.x:g}: {e.count} non-finite "
-                                       "values (NaN/Inf) in its output; stopped, no row written for "
-                                       "this point") from None
+            except NonFiniteOutput as e:
+                label = e.label or label
+                raise LinksimError(f"block '{label}' at {point.x_name}={point.x:g}: {e.count} non-finite "
+                                   "values (NaN/Inf) in its output; stopped, no row written for "
+                                   "this point") from None
             drops += batch["drops"]
             if progress:
                 progress(batch["drops"])
@@ -181,6 +262,39 @@ class Chain:
             if not running:
                 break
         return acc
+
+    def prepare(self, batch: dict, blocks: dict) -> dict:
+        """A batch with what its blocks share computed once (default: the batch as it is). A
+        :class:`NonFiniteOutput` raised here carries the label of the block it came from."""
+        return batch
+
+    # -- training (trainable tasks) ---------------------------------------------------------
+    def train_samples(self, pool: torch.Tensor, layout: str, seed: int) -> torch.Tensor:
+        """Training samples cut from a channel pool ``[N, T, K, M, F]`` (``layout``: how the
+        architecture wants them, :attr:`linksim.agents.AgentModel.layouts`)."""
+        raise LinksimError(f"task {self.task!r} is not trainable")
+
+    def train_batch(self, samples: torch.Tensor, size: int, gen: torch.Generator, train, stage: str,
+                    users: tuple[int, int] | None = None) -> dict:
+        """One training batch of ``size`` samples drawn with ``gen`` (``train``: the recipe's
+        ranges; ``stage``: its phase; ``users``: a K range drawn per batch)."""
+        raise LinksimError(f"task {self.task!r} is not trainable")
+
+    def val_batches(self, pool: torch.Tensor, samples: torch.Tensor, size: int, seed: int, train,
+                    max_batches: int) -> list[dict]:
+        """Validation batches in the chain's own layout (what :meth:`measure` takes)."""
+        raise LinksimError(f"task {self.task!r} is not trainable")
+
+    @staticmethod
+    def summary(metrics: dict) -> dict:
+        """Derived validation metrics from ``{"val_<metric>[_<reference>]": value}`` (default: none)."""
+        return {}
+
+
+def uniform(lo_hi, n: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` values uniform in ``[low, high]`` (a training range), float32 on the CPU."""
+    lo, hi = lo_hi
+    return lo + (hi - lo) * torch.rand(n, generator=gen)
 
 
 def complex_noise(shape, var, gen: torch.Generator, dtype: torch.dtype = torch.complex64) -> torch.Tensor:

@@ -7,13 +7,44 @@ code pieces live in :mod:`linksim.chains.coding`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..blocks.qam import random_symbols
+from ..errors import LinksimError
 from ..metrics import ErrorRate
+from ..registry import register_task
+from ..scenario import register_section, setting
 from .base import Chain, Point, complex_noise, finite
 from .coding import NOISE_VAR_FLOOR, FrameLayout, LinkCode, frame_layout
 from .detection import uplink
+
+
+def _pos(v):
+    return v > 0
+
+
+@register_section("coded")
+@dataclass
+class Coded:
+    """``[coded]``: 5G LDPC codewords over the ``[detection]`` link (its users, QAM order, slots
+    and SNR), LLRs from pilot-estimated noise; stops as ``[detection]`` does, in block errors.
+    See :class:`CodedChain`."""
+
+    code_rate: float = setting(0.5, lambda v: 0 < v < 1, "must be in (0, 1)")
+    coded_block_bits: int = setting(480, _pos, "must be > 0")       # n (k = round(code_rate * n))
+    bp_iterations: int = setting(20, _pos, "must be > 0")
+    demapping: str = setting("app", choices=("app", "maxlog"))
+    pilot_slots: int = setting(1, _pos, "must be > 0")              # leading slots of each subcarrier
+    target_block_errors: int = setting(100, _pos, "must be > 0")
+    min_samples: int = setting(32, _pos, "must be > 0")
+    max_samples: int = setting(256, _pos, "must be > 0")
+
+    def validate(self, path, scenario):
+        if self.min_samples > self.max_samples:
+            raise LinksimError(f"{path}: coded.min_samples ({self.min_samples}) > max_samples "
+                               f"({self.max_samples})")
 
 
 def coded_batch(h: torch.Tensor, noise_var: float, layout: FrameLayout, code: LinkCode,
@@ -112,6 +143,7 @@ def receive(block, batch: dict) -> dict:
     return {"x_hat": x_hat, "noise_var": nv, "llr": llr, "bits_hat": bits_hat}
 
 
+@register_task("coded", "detector", trainable=False)
 class CodedChain(Chain):
     r"""Coded uplink: BLER and coded BER over SNR, for any detector block.
 
@@ -174,8 +206,6 @@ class CodedChain(Chain):
         acc["lmmse"]["bler"].result()          # (value, ci_low, ci_high, blocks)
     """
 
-    task = "coded"
-    kind = "detector"
     section = "detection"
     x_names = ("snr_db", "num_users", "speed_kmh")
     default_x = "snr_db"
@@ -201,7 +231,7 @@ class CodedChain(Chain):
             i += 1
 
     @staticmethod
-    def new_metrics():
+    def new_metrics(block=None):
         return {"bler": ErrorRate(), "ber": ErrorRate()}
 
     @staticmethod

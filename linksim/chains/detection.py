@@ -2,11 +2,37 @@
 hard decisions -> SER, BER and the NMSE of the symbol estimates."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..blocks.qam import hard_decision, random_symbols, symbols_to_bits
+from ..config import derive_seed, generator
+from ..errors import LinksimError
 from ..metrics import NMSE, ErrorRate
-from .base import Chain, Point, complex_noise, finite
+from ..registry import register_task
+from ..scenario import register_section, setting
+from .base import Chain, Point, complex_noise, finite, uniform
+
+
+@register_section("detection", hash_defaults=True)
+@dataclass
+class Detection:
+    """``[detection]``: uplink detection of QAM symbols on OFDM resource elements, and when a
+    point stops (Sionna's ``sim_ber`` rule per block)."""
+
+    num_users: int = setting(4, lambda v: v > 0, "must be > 0")
+    bits_per_symbol: int = setting(4, lambda v: v in (2, 4, 6, 8), "must be 2, 4, 6 or 8 (QPSK..256-QAM)")
+    symbols_per_sample: int = setting(6, lambda v: v > 0, "must be > 0")
+    snr_db: float = setting(10.0)
+    target_errors: int = setting(200, lambda v: v > 0, "must be > 0")
+    min_samples: int = setting(64, lambda v: v > 0, "must be > 0")
+    max_samples: int = setting(2048, lambda v: v > 0, "must be > 0")
+
+    def validate(self, path, scenario):
+        if self.min_samples > self.max_samples:
+            raise LinksimError(f"{path}: detection.min_samples ({self.min_samples}) > max_samples "
+                               f"({self.max_samples})")
 
 
 def uplink(h: torch.Tensor) -> torch.Tensor:
@@ -37,6 +63,7 @@ def detection_batch(h: torch.Tensor, noise_var, num_slots: int, bits_per_symbol:
             "drops": n if drops is None else drops}
 
 
+@register_task("detection", "detector")
 class DetectionChain(Chain):
     """SER/BER/NMSE over SNR. One sample = one drop: F subcarriers x T slots x K users symbols.
 
@@ -46,11 +73,18 @@ class DetectionChain(Chain):
     paired: a block that stopped early counted the first drops of the others.
     """
 
-    task = "detection"
-    kind = "detector"
     section = "detection"
     x_names = ("snr_db", "num_users", "speed_kmh")
     default_x = "snr_db"
+    must_match = ("num_bs_antennas", "num_users", "bits_per_symbol")
+    references = ("lmmse",)
+    loss_weight = 5.0
+    prompt = (
+        "[signal detection]",
+        "{users} single-antenna users send {modulation} symbols over a shared channel to a base station "
+        "with {antennas} receive antennas; each sample holds {slots} symbol slots.",
+        "Recover every user's transmitted symbols from the received signals and the channel.",
+    )
 
     def budget(self, point):
         return point.scenario.detection.max_samples
@@ -69,7 +103,7 @@ class DetectionChain(Chain):
             i += 1
 
     @staticmethod
-    def new_metrics():
+    def new_metrics(block=None):
         return {"ser": ErrorRate(), "ber": ErrorRate(), "nmse_db": NMSE()}
 
     @staticmethod
@@ -86,3 +120,28 @@ class DetectionChain(Chain):
     def done(self, acc, drops):
         cfg = self.scenario.detection
         return drops >= cfg.min_samples and acc["ser"].errors >= cfg.target_errors
+
+    # -- training ---------------------------------------------------------------------------
+    def train_samples(self, pool, layout, seed):
+        """``[N*F, M, K]`` uplink matrices, one per drop and subcarrier."""
+        return uplink(pool).contiguous()
+
+    def train_batch(self, samples, size, gen, train, stage, users=None):
+        """Symbols and noise at an SNR uniform in ``train.snr_db`` per sample."""
+        s = samples[torch.randint(0, len(samples), (size,), generator=gen)]
+        d = self.scenario.detection
+        nv = 10 ** (-uniform(train.snr_db, size, gen) / 10)
+        return detection_batch(s, nv, d.symbols_per_sample, d.bits_per_symbol, gen)
+
+    def val_batches(self, pool, samples, size, seed, train, max_batches):
+        """``size`` matrices per batch in pool order, SNR uniform in ``train.snr_db`` per sample
+        from a fixed seed."""
+        d = self.scenario.detection
+        out = []
+        for i, lo in enumerate(range(0, min(len(samples), size * max_batches), size)):
+            gen = generator(derive_seed(seed, "val", i))
+            s = samples[lo:lo + size]
+            nv = 10 ** (-uniform(train.snr_db, s.shape[0], gen) / 10)
+            out.append(detection_batch(s, nv, d.symbols_per_sample, d.bits_per_symbol, gen))
+        return out
+

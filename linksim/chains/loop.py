@@ -10,8 +10,9 @@ import torch
 from ..blocks.precoders import sum_rate
 from ..blocks.qam import constellation_points, hard_decision, random_symbols, symbols_to_bits
 from ..metrics import NMSE, ErrorRate, Mean
-from ..registry import REFERENCE
-from .base import Chain, Point, complex_noise, finite
+from ..errors import LinksimError
+from ..registry import REFERENCE, register_kind, register_task
+from .base import Chain, NonFiniteOutput, Point, complex_noise, finite
 from .precoding import downlink
 from .prediction import predict, prediction_batch, update_nmse
 
@@ -67,6 +68,9 @@ def downlink_bit_errors(h: torch.Tensor, w: torch.Tensor, idx: torch.Tensor, noi
     return (symbols_to_bits(idx_hat, num_bits_per_symbol) != symbols_to_bits(idx, num_bits_per_symbol)).sum()
 
 
+register_kind("loop", "PREDICTOR+PRECODER: a predictor's CSI feeds a precoder (--task loop)")
+
+
 class LoopBlock(torch.nn.Module):
     """A predictor and a precoder used together (block kind ``loop``). Pairs with the same
     ``predictor_name`` (``ar+wmmse``, ``ar+zf``) share one prediction per batch."""
@@ -79,7 +83,13 @@ class LoopBlock(torch.nn.Module):
         self.precoder = precoder
         self.predictor_name = predictor_name
 
+    @property
+    def share_key(self):
+        """Pairs with equal keys share a prediction: the predictor's name, else this pair alone."""
+        return self.predictor_name or id(self)
 
+
+@register_task("loop", "loop", trainable=False)
 class LoopChain(Chain):
     """The predictor's CSI feeds the precoder; rate and bit errors are measured on the true future.
 
@@ -105,11 +115,30 @@ class LoopChain(Chain):
     sees the same ones.
     """
 
-    task = "loop"
-    kind = "loop"
     section = "prediction"
     x_names = ("speed_kmh", "snr_db", "tx_power_dbw", "num_users")
     default_x = "speed_kmh"
+
+    @classmethod
+    def num_users(cls, sc):
+        return sc.precoding.num_users
+
+    @classmethod
+    def num_time(cls, sc):
+        return sc.prediction.history + sc.prediction.horizon
+
+    @classmethod
+    def make_block(cls, name, scenario):
+        """``PREDICTOR+PRECODER`` -> a :class:`LoopBlock`."""
+        from ..blocks import get
+        parts = name.split("+")
+        if len(parts) != 2:
+            raise LinksimError(f"block {name!r}: --task loop takes PREDICTOR+PRECODER (e.g. ar+wmmse)")
+        return LoopBlock(get(parts[0], "predictor", scenario), get(parts[1], "precoder", scenario), parts[0])
+
+    @staticmethod
+    def parts(block):
+        return (block.predictor, block.precoder)
 
     def current(self, x_name):
         if x_name in ("tx_power_dbw", "num_users"):
@@ -141,16 +170,31 @@ class LoopChain(Chain):
                          "qam_idx": idx, "qam_noise": noise, "bits_per_symbol": det.bits_per_symbol}
 
     @staticmethod
-    def new_metrics():
-        return {"sum_rate": Mean(), "ber": ErrorRate(), "nmse_db": NMSE()}
+    def new_metrics(block=None):
+        """``sum_rate``, ``nmse_db``, and ``ber`` unless the precoder is a reference (a rate limit
+        sends no symbols)."""
+        out = {"sum_rate": Mean(), "ber": ErrorRate(), "nmse_db": NMSE()}
+        if block is not None and block.precoder.kind == REFERENCE:
+            del out["ber"]
+        return out
+
+    def prepare(self, batch, blocks):
+        """Each predictor's prediction once per batch (``ar+wmmse`` and ``ar+zf`` share it):
+        ``batch["predicted"][predictor_name]``."""
+        predicted = {}
+        for label, blk in blocks.items():
+            if blk.share_key not in predicted:
+                try:
+                    predicted[blk.share_key] = predict(blk.predictor, batch["hist"], batch["future"])
+                except NonFiniteOutput as e:
+                    e.label = label
+                    raise
+        return batch | {"predicted": predicted}
 
     @staticmethod
     def measure(blk, batch, acc):
         hist, fut, b = batch["hist"], batch["future"], batch["drops"]
-        shared = batch.setdefault("predicted", {}) if blk.predictor_name else {}   # per batch
-        h_hat = shared.get(blk.predictor_name)
-        if h_hat is None:
-            h_hat = shared[blk.predictor_name] = predict(blk.predictor, hist, fut)
+        h_hat = batch["predicted"][blk.share_key] if "predicted" in batch else predict(blk.predictor, hist, fut)
         update_nmse(acc["nmse_db"], h_hat, fut)
         sub, p_tx, nv, nb = batch["subcarriers"], batch["p_tx"], batch["noise_var"], batch["bits_per_symbol"]
         reference = blk.precoder.kind == REFERENCE
@@ -164,7 +208,5 @@ class LoopChain(Chain):
             rates.append(sum_rate(h_true, w, nv))
             errors += int(downlink_bit_errors(h_true, w, batch["qam_idx"][t], batch["qam_noise"][t], nb))
         acc["sum_rate"].update(torch.stack([r.reshape(b, -1).mean(1) for r in rates]).mean(0))
-        if reference:
-            acc.pop("ber", None)
-        else:
+        if not reference:
             acc["ber"].update(errors, batch["qam_idx"].numel() * nb)

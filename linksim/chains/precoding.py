@@ -2,13 +2,28 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from ..blocks.precoders import sum_rate
+from ..blocks.precoders import sum_rate, wmmse_p_lambda
+from ..config import derive_seed, generator
 from ..metrics import Mean
-from ..registry import REFERENCE
-from .base import Chain, Point, finite
+from ..registry import REFERENCE, register_task
+from ..scenario import register_section, setting
+from .base import Chain, Point, finite, uniform
+
+
+@register_section("precoding", hash_defaults=True)
+@dataclass
+class Precoding:
+    """``[precoding]``: downlink multi-user precoding at one subcarrier (or averaged over all)."""
+
+    num_users: int = setting(4, lambda v: v > 0, "must be > 0")
+    tx_power_dbw: float = setting(0.0)
+    noise_power_dbw: float = setting(-10.0)
+    subcarriers: str = setting("centre", choices=("centre", "all"))
+    num_samples: int = setting(256, lambda v: v > 0, "must be > 0")
 
 
 def downlink(h: torch.Tensor, t: int, subcarriers: str) -> torch.Tensor:
@@ -36,14 +51,26 @@ def precoding_batch(h: torch.Tensor, p_tx, noise_var, drops: int | None = None) 
     return {"h": h, "p_tx": p_tx, "noise_var": noise_var, "drops": h.shape[0] if drops is None else drops}
 
 
+@register_task("precoding", "precoder")
 class PrecodingChain(Chain):
-    """Sum-rate from per-user SINR, averaged per drop (over subcarriers when ``subcarriers = "all"``)."""
+    """Sum-rate from per-user SINR, averaged per drop (over subcarriers when ``subcarriers = "all"``).
 
-    task = "precoding"
-    kind = "precoder"
+    Training batches (:meth:`train_batch`) add ``stage`` and, in the ``"labels"`` stage, WMMSE's
+    structure parameters ``p_ref``, ``lam_ref`` (:func:`~linksim.blocks.precoders.wmmse_p_lambda`).
+    """
+
     section = "precoding"
     x_names = ("tx_power_dbw", "snr_db", "num_users", "speed_kmh")
     default_x = "tx_power_dbw"
+    must_match = ("num_bs_antennas", "num_users")
+    references = ("wmmse",)
+    loss_weight = 0.2
+    prompt = (
+        "[multi-user precoding]",
+        "A base station with {antennas} antennas serves {users} single-antenna users at the same time "
+        "with linear precoding under a total transmit power budget.",
+        "Design the precoder from the users' channels so that the sum rate of all users is maximal.",
+    )
 
     def current(self, x_name):
         if x_name == "snr_db":
@@ -67,10 +94,56 @@ class PrecodingChain(Chain):
             yield precoding_batch(h, p_tx, noise_var, drops=b)
 
     @staticmethod
-    def new_metrics():
+    def new_metrics(block=None):
         return {"sum_rate": Mean()}
 
     @staticmethod
     def measure(block, batch, acc):
         r = rate_of(block, batch["h"], batch["h"], batch["p_tx"], batch["noise_var"])
         acc["sum_rate"].update(r.reshape(batch["drops"], -1).mean(1))
+
+    # -- training ---------------------------------------------------------------------------
+    def train_samples(self, pool, layout, seed):
+        """``[N*F, K, M]`` downlink matrices, one per drop and subcarrier."""
+        b, _, k, m, f = pool.shape
+        return pool[:, 0].permute(0, 3, 1, 2).reshape(b * f, k, m).contiguous()
+
+    def train_batch(self, samples, size, gen, train, stage, users=None):
+        """Power uniform in ``train.tx_power_dbw`` per sample, the scenario's noise; with
+        ``users``, K uniform in the range per batch (a random subset of the pool's K_max)."""
+        s = samples[torch.randint(0, len(samples), (size,), generator=gen)]
+        if users:
+            k = int(torch.randint(users[0], users[1] + 1, (1,), generator=gen))
+            s = s[:, torch.randperm(s.shape[1], generator=gen)[:k]]
+        p_tx = 10 ** (uniform(train.tx_power_dbw, size, gen) / 10)
+        nv = torch.full((size,), 10 ** (self.scenario.precoding.noise_power_dbw / 10))
+        out = precoding_batch(s, p_tx, nv) | {"stage": stage}
+        if stage == "labels":
+            with torch.no_grad():
+                p, lam = wmmse_p_lambda(s, self._wmmse()(s, p_tx, nv), nv, p_tx)
+            out.update(p_ref=p.float(), lam_ref=lam.float())
+        return out
+
+    def _wmmse(self):
+        if not hasattr(self, "_wmmse_block"):
+            from ..blocks import get
+            self._wmmse_block = get("wmmse")
+        return self._wmmse_block
+
+    def val_batches(self, pool, samples, size, seed, train, max_batches):
+        """``size`` matrices per batch in pool order, the scenario's K (a K-range pool holds
+        K_max), power uniform in ``train.tx_power_dbw`` per sample from a fixed seed."""
+        out = []
+        for i, lo in enumerate(range(0, min(len(samples), size * max_batches), size)):
+            gen = generator(derive_seed(seed, "val", i))
+            s = samples[lo:lo + size][:, :self.scenario.precoding.num_users]
+            p_tx = 10 ** (uniform(train.tx_power_dbw, s.shape[0], gen) / 10)
+            nv = torch.full((s.shape[0],), 10 ** (self.scenario.precoding.noise_power_dbw / 10))
+            out.append(precoding_batch(s, p_tx, nv))
+        return out
+
+    @staticmethod
+    def summary(metrics):
+        """``val_rate_ratio``: the trained block's sum-rate over WMMSE's."""
+        return {"val_rate_ratio": metrics["val_sum_rate"] / metrics["val_sum_rate_wmmse"]}
+

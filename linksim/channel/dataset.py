@@ -13,25 +13,19 @@ from .source import ChannelSource
 LAYOUT = "h[drop, time, user, bs_antenna, subcarrier] complex64; user k <-> BS antenna m gain"
 
 
-def export_dataset(scenario: Scenario, task: str, n: int, out: str | Path,
+def export_dataset(scenario: Scenario, n: int, out: str | Path, num_users: int, num_time: int,
                    speed_kmh: float | tuple[float, float] | None = None, seed: int | None = None,
-                   progress: bool = True) -> Path:
-    """Write ``n`` drops of the channels ``task`` uses to ``out`` (dataset ``h``), streamed in batches.
-
-    Prediction and loop get ``history + horizon`` time samples, precoding and detection one; K is
-    the task's ``num_users``. Written to a temporary file and renamed when complete.
+                   progress: bool = True, attrs: dict | None = None) -> Path:
+    """Write ``n`` drops ``[n, num_time, num_users, M, F]`` to ``out`` (dataset ``h``), streamed in
+    batches; the scenario, seed, speeds and ``attrs`` (e.g. the task) go to the file's attributes.
+    Written to a temporary file and renamed when complete.
     """
     import h5py
     from tqdm.auto import tqdm
 
     if n <= 0:
         raise LinksimError(f"--n must be > 0, got {n}")
-    sections = {"prediction": "prediction", "loop": "precoding", "precoding": "precoding",
-                "detection": "detection"}
-    if task not in sections:
-        raise LinksimError(f"--task {task!r}: choose from {', '.join(sections)}")
-    k = getattr(scenario, sections[task]).num_users
-    t = scenario.prediction.history + scenario.prediction.horizon if task in ("prediction", "loop") else 1
+    k, t = int(num_users), int(num_time)
     src = ChannelSource(scenario, seed=seed)
     out = Path(out)
     if not out.parent.exists():
@@ -48,7 +42,7 @@ def export_dataset(scenario: Scenario, task: str, n: int, out: str | Path,
             done += h.shape[0]
             bar.update(h.shape[0])
         h5.attrs.update({"scenario": scenario.source, "scenario_file": scenario.path,
-                         "scenario_hash": scenario.hash, "seed": src.seed, "task": task,
+                         "scenario_hash": scenario.hash, "seed": src.seed, **(attrs or {}),
                          "speed_kmh": str(speed_kmh if speed_kmh is not None else scenario.channel.speed_kmh),
                          "sample_spacing_s": scenario.channel.sample_spacing_s, "layout": LAYOUT})
     os.replace(tmp, out)

@@ -19,14 +19,10 @@ from pathlib import Path
 
 import torch
 
+from ..config import cache_root  # noqa: F401  (re-exported)
 from ..errors import LinksimError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_root() -> Path:
-    """The linksim cache folder: ``$LINKSIM_CACHE`` if set, else ``~/.cache/linksim``."""
-    return Path(os.environ.get("LINKSIM_CACHE") or Path.home() / ".cache" / "linksim").expanduser()
 
 
 def _one_line(e: BaseException) -> str:

@@ -6,51 +6,32 @@ system's numbers), and an instruction stating the objective. The wording here is
 the numbers come from the scenario the agent runs in, so a prompt always describes the data the
 encoders actually receive.
 
-The prompt of a task is the same for every sample, and under causal attention its hidden states do
-not depend on the data tokens that follow: :mod:`linksim.llm.prefix` computes its key/values once.
+Each task declares its template (its chain's ``prompt``: identifier, description with the format
+fields of :func:`dims_fields`, instruction). The prompt of a task is the same for every sample, and
+under causal attention its hidden states do not depend on the data tokens that follow: the LLM
+agent computes its key/values once (:meth:`linksim.agents.models.llm.model.LLMAgent.run_llm`).
 """
 from __future__ import annotations
 
 from ..blocks.qam import qam_name
 from ..errors import LinksimError
-from ..scenario import Scenario
+from ..registry import TASKS
 
 PROMPT_MODES = ("text", "none")
 
-#: identifier, description (format fields from :func:`prompt_fields`), instruction
-TEMPLATES = {
-    "prediction": (
-        "[channel prediction]",
-        "A base station with {antennas} antennas tracks the channels of moving single-antenna users "
-        "on {subcarriers} OFDM subcarriers, with one channel sample every {spacing_ms:g} ms. "
-        "The history is measured with noise.",
-        "Predict the next {horizon} channel samples from the past {history} noisy samples.",
-    ),
-    "precoding": (
-        "[multi-user precoding]",
-        "A base station with {antennas} antennas serves {users} single-antenna users at the same time "
-        "with linear precoding under a total transmit power budget.",
-        "Design the precoder from the users' channels so that the sum rate of all users is maximal.",
-    ),
-    "detection": (
-        "[signal detection]",
-        "{users} single-antenna users send {modulation} symbols over a shared channel to a base station "
-        "with {antennas} receive antennas; each sample holds {slots} symbol slots.",
-        "Recover every user's transmitted symbols from the received signals and the channel.",
-    ),
-}
 
-
-def prompt_fields(scenario: Scenario, task: str, num_users: int | None = None) -> dict:
-    """The numbers a task's description names, read from ``scenario`` (``num_users`` overrides
-    the task's user count, e.g. for one precoding model serving several K)."""
-    from ..agents.base import Dims
-
-    return dims_fields(Dims.from_scenario(scenario, task), num_users)
+def template(task: str) -> tuple[str, str, str]:
+    """The task's (identifier, description, instruction), declared by the task (its ``prompt``)."""
+    t = TASKS.get(task)
+    if t is None or not t.cls.prompt:
+        known = [n for n, s in TASKS.items() if s.cls.prompt]
+        raise LinksimError(f"task {task!r}: choose from {', '.join(known)}")
+    return t.cls.prompt
 
 
 def dims_fields(dims, num_users: int | None = None) -> dict:
-    """:func:`prompt_fields` from an agent's :class:`~linksim.agents.base.Dims`."""
+    """The numbers a task's description names, from an agent's :class:`~linksim.chains.Dims`
+    (``num_users`` overrides its K, e.g. for one precoding model serving several K)."""
     return {"antennas": dims.num_bs_antennas, "subcarriers": dims.num_subcarriers,
             "spacing_ms": dims.sample_spacing_us / 1e3, "history": dims.history, "horizon": dims.horizon,
             "users": dims.num_users if num_users is None else int(num_users),
@@ -59,13 +40,11 @@ def dims_fields(dims, num_users: int | None = None) -> dict:
 
 def instruction_for(task: str, dims, mode: str = "text", num_users: int | None = None) -> str:
     """:func:`instruction` from an agent's sizes (what the LLM agent uses)."""
-    if task not in TEMPLATES:
-        raise LinksimError(f"task {task!r}: choose from {', '.join(TEMPLATES)}")
+    ident, desc, instr = template(task)
     if mode not in PROMPT_MODES:
         raise LinksimError(f"prompt = {mode!r}: choose from {', '.join(PROMPT_MODES)}")
     if mode == "none":
         return ""
-    ident, desc, instr = TEMPLATES[task]
     fields = dims_fields(dims, num_users)
     return f"{ident} {desc.format(**fields)} <Instruction> {instr.format(**fields)}"
 
@@ -90,8 +69,5 @@ def instruction(task: str, scenario: Scenario, mode: str = "text", num_users: in
         instruction("detection", sc)
         # '[signal detection] 4 single-antenna users send 16-QAM symbols ... <Instruction> Recover ...'
     """
-    if task not in TEMPLATES:   # checked before Dims.from_scenario looks up the task's section
-        raise LinksimError(f"task {task!r}: choose from {', '.join(TEMPLATES)}")
-    from ..agents.base import Dims
-
-    return instruction_for(task, Dims.from_scenario(scenario, task), mode, num_users)
+    template(task)            # checked before the task's sizes are read
+    return instruction_for(task, TASKS[task].cls.dims(scenario), mode, num_users)

@@ -111,11 +111,11 @@ def ensure_trained(folders: list[str], progress: bool) -> None:
         train_agent(f, progress=progress)
 
 
-def run_data(data: Data, budget: Budget, roles: Roles, out: Path, progress: bool) -> None:
+def run_data(data: Data, budget: Budget, roles: Roles, out: Path, progress: bool, backend: str = "local") -> None:
     """Fill ``OUT/<data.name>/results.csv`` (finished points and rows are kept)."""
     folder = out / data.name
     with _exclusive(folder):
-        _run_data(data, budget, roles, folder, progress)
+        _run_data(data, budget, roles, folder, progress, backend)
 
 
 @contextlib.contextmanager
@@ -132,7 +132,7 @@ def _exclusive(folder: Path):
         yield
 
 
-def _run_data(data: Data, budget: Budget, roles: Roles, folder: Path, progress: bool) -> None:
+def _run_data(data: Data, budget: Budget, roles: Roles, folder: Path, progress: bool, backend: str) -> None:
     from ..sweep import sweep
 
     sc = load_scenario(budget.scenario_of(data.scenario) if data.scenario else budget.scenario)
@@ -146,7 +146,7 @@ def _run_data(data: Data, budget: Budget, roles: Roles, folder: Path, progress: 
     for s in data.sweeps:
         blocks = [b for b in (roles.block(n) for n in s.blocks) if b]
         over = budget.grid(s.over[5:]) if s.over.startswith("grid:") else s.over
-        sweep(sc, s.task, blocks, over, folder, progress=progress)
+        sweep(sc, s.task, blocks, over, folder, progress=progress, backend=backend)
     if data.logs:
         _training_logs(data, roles, folder)
     if data.memory:
@@ -190,7 +190,7 @@ def _memory(data: Data, roles: Roles, folder: Path) -> None:
 
 
 def run_paper(budget: str, out: str | Path, only: str | None = None, backbone: str | None = None,
-              progress: bool = True) -> list[Path]:
+              progress: bool = True, backend: str = "local") -> list[Path]:
     """Everything ``linksim paper`` does; returns the files written (figures, tables, README)."""
     from .render import render_figure, render_readme, render_table
 
@@ -205,7 +205,7 @@ def run_paper(budget: str, out: str | Path, only: str | None = None, backbone: s
     for d in datas:
         ensure_trained(roles.folders(d), progress)
     for d in datas:
-        run_data(d, b, roles, out, progress)
+        run_data(d, b, roles, out, progress, backend)
     written = []
     labels = roles.labels()
     for f in FIGURES:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-import platform
 import time
-from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -21,12 +19,14 @@ from ..agents import AgentBlock, agent_tasks
 from ..agents.base import Dims, build_model
 from ..agents.spec import read_agent, write_result
 from ..blocks import get as get_block
+from ..chains import chain_class
+from ..channel.pool import channel_pool, dataset_pool
 from ..config import derive_seed
 from ..errors import LinksimError
-from ..chains import CHAINS
-from ..registry import TASK_KIND, arch_spec
+from ..registry import arch_spec, kind_of
+from ..results import versions
 from ..scenario import load_scenario
-from .data import TaskData, channel_pool, dataset_pool
+from .data import TaskData
 
 LOG_COLUMNS = ("step", "task", "stage", "loss", "lr", "metric", "value")
 
@@ -46,27 +46,24 @@ def _to(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-#: the classical blocks every validation reports beside the trained one
-REFERENCE = {"detection": ("lmmse",), "precoding": ("wmmse",), "prediction": ("outdated", "ar")}
-
-
 @torch.no_grad()
 def task_metrics(block, task: str, batches: list[dict]) -> dict:
     """Validation metrics ``{"val_<metric>": value}`` of any block of ``task`` (trained or
     classical) on chain-layout batches, counted by the chain's own ``measure`` (one metric path:
     the same batches in a sweep give the same numbers)."""
-    chain = CHAINS[task]
-    acc = chain.new_metrics()
+    chain = chain_class(task)
+    acc = chain.new_metrics(block)
     for b in batches:
         chain.measure(block, b, acc)
     return {f"val_{m}": a.result()[0] for m, a in acc.items()}
 
 
 def reference_metrics(task: str, batches: list[dict], sc) -> dict:
-    """The classical references' metrics on the validation batches (computed once per run)."""
+    """The metrics of the task's classical references (its ``references``) on the validation
+    batches (computed once per run)."""
     out = {}
-    for name in REFERENCE[task]:
-        block = get_block(name, kind=TASK_KIND[task], scenario=sc)
+    for name in chain_class(task).references:
+        block = get_block(name, kind=kind_of(task), scenario=sc)
         out |= {f"{k}_{name}": v for k, v in task_metrics(block, task, batches).items()}
     return out
 
@@ -75,8 +72,7 @@ def validate(model, task: str, batches: list[dict], reference: dict) -> dict:
     """The model's validation metrics with the classical reference beside them."""
     out = task_metrics(AgentBlock(model, task, "validation"), task, batches) | reference
     model.train()
-    if task == "precoding":
-        out["val_rate_ratio"] = out["val_sum_rate"] / out["val_sum_rate_wmmse"]
+    out |= chain_class(task).summary(out)
     return {k: round(float(v), 6) for k, v in out.items()}
 
 
@@ -85,17 +81,24 @@ class _TaskRun:
 
     def __init__(self, task, spec, sc, dims, model, acc, cache, show):
         tr = spec.train
+        chain = chain_class(task)
         self.task, self.batch_size = task, tr.batch_sizes.get(task, tr.batch_size)
-        self.weight = tr.loss_weights.get(task, 1.0)
-        users = getattr(model, "users_range", None) if task == "precoding" else None
-        pool_sc = sc.replace(precoding={"num_users": users[1]}) if users else sc
-        layout = model.prediction_layout
-        pool = (dataset_pool(tr.dataset, sc, task) if tr.dataset else
-                channel_pool(pool_sc, task, tr.pool_drops, derive_seed(spec.seed, "train"), tr.speed_kmh,
-                             cache, show))
-        self.data = TaskData(task, pool, dims, sc, tr, spec.seed, layout, users)
-        val_data = TaskData(task, channel_pool(pool_sc, task, tr.val_drops, derive_seed(spec.seed, "val"),
-                                               tr.speed_kmh, cache, show), dims, sc, tr, spec.seed + 1, layout)
+        self.weight = tr.loss_weights.get(task, chain.loss_weight)
+        users = model.users_for(task)
+        pool_sc = sc.replace(**{chain.section: {"num_users": users[1]}}) if users else sc
+        layout = model.layouts.get(task, "")
+        # a drop of one time sample has no Doppler: its pool keeps the scenario's speed
+        t = chain.num_time(sc)
+        speed = tuple(tr.speed_kmh) if t > 1 else sc.channel.speed_kmh
+
+        def pool(n, seed):
+            return channel_pool(pool_sc, n, seed, speed, cache, chain.num_users(pool_sc), t, task, show)
+
+        train_pool = dataset_pool(tr.dataset, sc, task) if tr.dataset else pool(tr.pool_drops,
+                                                                                derive_seed(spec.seed, "train"))
+        self.data = TaskData(task, train_pool, dims, sc, tr, spec.seed, layout, users)
+        val_data = TaskData(task, pool(tr.val_drops, derive_seed(spec.seed, "val")), dims, sc, tr,
+                            spec.seed + 1, layout)
         self.val = [_to(b, acc.device) for b in val_data.val_batches(self.batch_size, spec.seed)]
         self.reference = reference_metrics(task, self.val, sc.replace(run={"device": str(acc.device)}))
 
@@ -205,12 +208,11 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
               "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
               "scenario_hash": sc.hash, "dims": dims.as_dict()}
     result |= metrics[tasks[0]] if single else metrics
-    if getattr(net, "llm", None) is not None or spec.arch == "llm":
-        result["backbone"] = {"fingerprint": net.fingerprint} | {
-            k: v for k, v in net.backbone_options.items() if k in ("source", "layers", "quantization")}
+    if net.fingerprint:
+        result["backbone"] = {"fingerprint": net.fingerprint} | net.backbone_record()
     result |= {"trained_on": time.strftime("%Y-%m-%d"), "device": str(acc.device),
-               "versions": {k: _version(k) for k in ("linksim", "torch", "accelerate", "sionna-no-rt")}
-               | {"python": platform.python_version()}}
+               "versions": {k: v or "unknown" for k, v in
+                            versions("linksim", "torch", "accelerate", "sionna-no-rt").items()}}
     if acc.is_main_process:
         net.save_weights(spec.path)
         write_result(spec, result)
@@ -219,13 +221,6 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
 
 def _validate_all(model, runs) -> dict:
     return {r.task: validate(model, r.task, r.val, r.reference) for r in runs}
-
-
-def _version(pkg: str) -> str:
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _append_log(path: Path, rows: list) -> None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...blocks.precoders import _per_sample, structured_beamformer, sum_rate
+from ...blocks.precoders import per_sample, structured_beamformer
 from ...errors import LinksimError
 from ...registry import register_arch
 from ..base import AgentModel, Dims
+from ._precoding import structure_loss
 
 __all__ = ["CNNPrecoder"]
 
@@ -114,7 +115,7 @@ class CNNPrecoder(AgentModel):
         from linksim.agents import Dims, build_model
 
         dims = Dims(num_bs_antennas=16, num_users=4, num_subcarriers=48, history=16, horizon=4,
-                    bits_per_symbol=4, symbols_per_sample=6)
+                    bits_per_symbol=4, symbolsper_sample=6)
         model = build_model("cnn", dims, {"features": "gram"})   # untrained: RZF, equal powers
         h = torch.randn(8, 4, 16, dtype=torch.complex64)
         w = model(h, 1.0, 0.1)
@@ -176,8 +177,8 @@ class CNNPrecoder(AgentModel):
         b = h.shape[0]
         dev = self.out.weight.device
         h = h.to(device=dev, dtype=torch.complex64)
-        ptx = _per_sample(p_tx, b, dev)
-        s2 = _per_sample(noise_var, b, dev)
+        ptx = per_sample(p_tx, b, dev)
+        s2 = per_sample(noise_var, b, dev)
         ms = (h.real.double() ** 2 + h.imag.double() ** 2).mean((-2, -1)).clamp_min(1e-300)
         hn = h / ms.sqrt().to(torch.float32)[:, None, None]
         snr_db = 10.0 * torch.log10((ptx * ms / s2).clamp_min(1e-30))
@@ -208,28 +209,7 @@ class CNNPrecoder(AgentModel):
 
     # ---------------------------------------------------------------------------------- training
     def training_loss(self, batch: dict) -> torch.Tensor:
-        """One batch's loss (see ``agents.base`` for the keys).
-
-        - ``stage="labels"``: ``mean((p/p_tx - p_ref/sum(p_ref))^2 + ...)``, i.e. the MSE over the
-          ``2K`` normalised parameters ``(p/p_tx, lam/p_tx)`` against ``(p_ref/sum(p_ref),
-          lam_ref/p_tx)`` (``sum(p_ref) = p_tx`` for WMMSE, which uses full power; normalising by
-          the sum makes the label independent of that).
-        - ``stage="rate"``: ``-mean(sum_rate(h, w, noise_var))`` in bit/s/Hz (float32 scalar).
-        """
-        stage = batch.get("stage", "labels")
-        h, ptx, s2 = batch["h"], batch["p_tx"], batch["noise_var"]
-        if stage == "labels":
-            p, lam = self.predict_p_lambda(h, ptx, s2)
-            b = p.shape[0]
-            pt = _per_sample(ptx, b, p.device).to(torch.float32)[:, None]
-            p_ref = batch["p_ref"].to(device=p.device, dtype=torch.float32)
-            lam_ref = batch["lam_ref"].to(device=p.device, dtype=torch.float32)
-            p_tgt = p_ref / p_ref.sum(-1, keepdim=True).clamp_min(1e-30)
-            pred = torch.cat([p / pt, lam / pt], -1)
-            tgt = torch.cat([p_tgt, lam_ref / pt], -1)
-            return torch.mean((pred - tgt) ** 2)
-        if stage == "rate":
-            w = self(h, ptx, s2)
-            return -sum_rate(h.to(w.device), w, s2).mean().to(torch.float32)
-        raise LinksimError(f"cnn: unknown training stage {stage!r} (use 'labels' or 'rate')")
+        """One batch's loss: :func:`~linksim.agents.models._precoding.structure_loss` (WMMSE's
+        normalised ``(p, lambda)`` in the ``"labels"`` stage, minus the sum-rate in ``"rate"``)."""
+        return structure_loss(self.predict_p_lambda, self, batch, "cnn")
 

@@ -28,8 +28,12 @@ cost per iteration does not grow with M.
 """
 from __future__ import annotations
 
+from ...registry import register_kind
+
+register_kind("precoder", "(h [b,K,M], p_tx, noise_var) -> w [b,M,K], sum |w|^2 <= p_tx per sample")
+
 from . import dpc, linear, rates, structure, wmmse, wmmse_best  # noqa: F401  (register the blocks)
-from .dpc import DPCBound, waterfill
+from .dpc import DPCBound, waterfill  # noqa: E402
 from .linear import MRT, RZF, ZF
 from .rates import _per_sample, per_sample, sinr, sum_rate
 from .structure import structured_beamformer, wmmse_p_lambda

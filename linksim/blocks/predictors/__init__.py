@@ -17,10 +17,14 @@ trailing dims are ``[K, M, F]`` (users, BS antennas, subcarriers).
 - :mod:`~linksim.blocks.predictors.wiener`: ``wiener``, one fixed linear MMSE filter fitted on the
   second-order statistics of a channel pool of the scenario (CSI-4CAST's population AR/Wiener).
 """
-from .classical import (ARPredictor, GeniePredictor, OutdatedPredictor, _check_hist, _check_horizon,
-                        _Predictor)
-from .pad import PADPredictor
-from .wiener import WienerPredictor, wiener_taps
+from ...registry import register_kind
+
+register_kind("predictor", "(h_hist [b,L,...]) -> h_future [b,P,...]")
+
+from .classical import (ARPredictor, GeniePredictor, OutdatedPredictor, _check_hist,  # noqa: E402
+                        _check_horizon, _Predictor)
+from .pad import PADPredictor  # noqa: E402
+from .wiener import WienerPredictor, wiener_taps  # noqa: E402
 
 __all__ = ["OutdatedPredictor", "ARPredictor", "GeniePredictor", "PADPredictor", "WienerPredictor",
            "wiener_taps"]

@@ -122,7 +122,7 @@ class WienerPredictor(_Predictor):
     spectrum, so at a given speed they trail a per-sample fit.
 
     The pool (``pool_drops`` drops, speeds uniform in ``speed_kmh`` per user) is drawn once with
-    :func:`linksim.training.data.channel_pool` from the scenario's channel, ``num_users`` and
+    :func:`linksim.channel.pool.channel_pool` from the scenario's channel, ``num_users`` and
     ``history`` (precision, device and the other sections do not enter); its covariance is cached
     in ``<cache_root>/wiener/<key>.safetensors`` (``$LINKSIM_CACHE`` or ``~/.cache/linksim``),
     keyed by those and the pool options, so a second construction reads it back (the taps follow
@@ -201,16 +201,18 @@ class WienerPredictor(_Predictor):
     @property
     def cache_path(self) -> Path:
         """Where the covariance of this block's pool is cached."""
-        from ...llm.files import cache_root
+        from ...config import cache_root
 
         return cache_root() / "wiener" / f"{self.key}.safetensors"
 
     def _fit(self, fit) -> torch.Tensor:
-        from ...training.data import channel_pool
+        from ...channel.pool import channel_pool
 
+        pred = fit.prediction
         with tempfile.TemporaryDirectory(prefix="linksim-wiener-") as tmp:
-            pool = channel_pool(fit, "prediction", self.pool_drops, self.seed,
-                                speed_kmh=self.speed_kmh, cache=Path(tmp))
+            pool = channel_pool(fit, self.pool_drops, self.seed, self.speed_kmh, Path(tmp),
+                                num_users=pred.num_users, num_time=pred.history + pred.horizon,
+                                tag="prediction")
         return temporal_covariance(pool)
 
     def _cached(self) -> torch.Tensor | None:

@@ -1,8 +1,10 @@
 r"""Task encoders and decoders of the multi-task LLM agent (:mod:`.model`).
 
-Each task has a *head*: ``encode`` turns the block inputs into data tokens of the LLM's width
-(placed after the task's instruction), ``decode`` turns the LLM's hidden states at those positions
-into the block output. Every decoder's last layer starts at zero, so an untrained agent is a known
+Each task has a *head*, registered for it (:func:`register_head`): ``encode`` turns the block inputs
+into data tokens of the LLM's width (placed after the task's instruction), ``decode`` turns the
+LLM's hidden states at those positions into the block output; ``run(agent, *inputs)`` is the task's
+block protocol through the agent's LLM, ``loss(agent, batch)`` its training loss, and
+``must_match`` the sizes an agent must share with a scenario to serve the task. Every decoder's last layer starts at zero, so an untrained agent is a known
 classical block (outdated CSI, unbiased LMMSE, RZF with equal powers): training can only move away
 from it where the loss says so.
 
@@ -30,9 +32,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ....blocks.precoders import _per_sample, structured_beamformer
+from ....blocks.precoders import per_sample, structured_beamformer
 from ....blocks.predictors.classical import ARPredictor, extrapolate
 from ....errors import LinksimError
+from .._precoding import structure_loss
+
+#: task -> its head class (:func:`register_head`), in registration order
+HEADS: dict[str, type] = {}
+
+
+def register_head(task: str):
+    """Class decorator: the LLM agent's head for ``task`` (sets ``cls.task``)."""
+    def deco(cls):
+        if task in HEADS:
+            raise ValueError(f"llm head for task {task!r} registered twice")
+        cls.task = task
+        HEADS[task] = cls
+        return cls
+    return deco
 
 
 def _zero(layer: nn.Linear) -> nn.Linear:
@@ -77,6 +94,7 @@ class SEResBlock(nn.Module):
         return u * self.se(u.mean(1, keepdim=True))
 
 
+@register_head("prediction")
 class PredictionHead(nn.Module):
     r"""CP: one token per past sample of a user's whole ``[M x F]`` channel; filter taps out.
 
@@ -99,6 +117,8 @@ class PredictionHead(nn.Module):
     :param blocks: number of :class:`SEResBlock` (default 2)
     :param base: ``"ar"`` (default) | ``"outdated"``: what the untrained agent predicts
     """
+
+    must_match = ("num_bs_antennas", "num_subcarriers", "history", "horizon")
 
     def __init__(self, dims, width: int, hidden: int = 256, blocks: int = 2, base: str = "ar"):
         super().__init__()
@@ -155,7 +175,25 @@ class PredictionHead(nn.Module):
         """``[b*K, P, M*F]`` -> ``[b, P, K, M, F]``."""
         return y.view(b, -1, self.horizon, self.m, self.f).transpose(1, 2)
 
+    def predict_series(self, agent, s: torch.Tensor) -> torch.Tensor:
+        """Per-user series ``[N, L, MF]`` -> predictions ``[N, P, MF]`` through ``agent``'s LLM."""
+        return self.decode(agent.run_llm(self.task, self.encode(s)), s)
 
+    def run(self, agent, h_hist):
+        """The predictor protocol: ``h_hist [b, L, K, M, F]`` -> ``[b, P, K, M, F]``."""
+        return self.unflatten(self.predict_series(agent, self.series(h_hist)), h_hist.shape[0])
+
+    def loss(self, agent, batch: dict) -> torch.Tensor:
+        """Per-user NMSE (``agent.cp_loss = "nmse"``, mean over users) or mean ln NMSE, on
+        ``hist [B,L,M,F]``, ``future [B,P,M,F]`` (one user per sample)."""
+        hist, fut = batch["hist"], batch["future"]
+        pred = self.predict_series(agent, self.series(hist.unsqueeze(2)).to(hist.device))
+        tgt = fut.reshape(pred.shape).to(pred.device, torch.complex64)
+        nmse = (pred - tgt).abs().square().sum(-1).sum(-1) / tgt.abs().square().sum((1, 2)).clamp_min(1e-12)
+        return torch.log(nmse + 1e-6).mean() if agent.cp_loss == "log_nmse" else nmse.mean()
+
+
+@register_head("detection")
 class DetectionHead(nn.Module):
     r"""DET: K channel tokens and T received-signal tokens; a correction of unbiased LMMSE out.
 
@@ -177,6 +215,8 @@ class DetectionHead(nn.Module):
     :param hidden: MLP width (default 128)
     """
 
+    must_match = ("num_bs_antennas", "num_users", "bits_per_symbol")
+
     def __init__(self, dims, width: int, hidden: int = 128):
         super().__init__()
         self.m, self.k = int(dims.num_bs_antennas), int(dims.num_users)
@@ -193,7 +233,7 @@ class DetectionHead(nn.Module):
         y, h = y.to(torch.complex64), h.to(torch.complex64)
         b = h.shape[0]
         s2 = (h.abs().square().sum((1, 2)) / self.k).clamp_min(1e-12)                # [b]
-        nu = (_per_sample(noise_var, b, h.device).to(torch.float32) / s2).clamp_min(1e-9)
+        nu = (per_sample(noise_var, b, h.device).to(torch.float32) / s2).clamp_min(1e-9)
         g = h.mH @ h / s2[:, None, None].to(h.dtype)                                  # [b,K,K]
         eye = torch.eye(self.k, device=h.device, dtype=h.dtype)
         a = torch.linalg.inv(g + nu[:, None, None].to(h.dtype) * eye)
@@ -211,7 +251,19 @@ class DetectionHead(nn.Module):
         d = self.dec(hidden)
         return (x_tilde + torch.complex(d[..., :self.k], d[..., self.k:])).transpose(1, 2)
 
+    def run(self, agent, y, h, noise_var):
+        """The detector protocol: ``(y [b,M,T], h [b,M,K], noise_var) -> x_hat [b,K,T]``."""
+        x_tilde, chan = self.lmmse(y, h, noise_var)
+        hidden = agent.run_llm(self.task, self.encode(x_tilde, chan))
+        return self.decode(hidden[:, self.k:], x_tilde)
 
+    def loss(self, agent, batch: dict) -> torch.Tensor:
+        """Mean ``|x_hat - x|^2``."""
+        x_hat = self.run(agent, batch["y"], batch["h"], batch["noise_var"])
+        return (x_hat - batch["x"].to(x_hat.device, torch.complex64)).abs().square().mean()
+
+
+@register_head("precoding")
 class PrecodingHead(nn.Module):
     r"""PRE: one token per user from a small transformer over the users; ``(p, lambda)`` out.
 
@@ -235,6 +287,9 @@ class PrecodingHead(nn.Module):
     :param layers: user-transformer layers (default 2)
     """
 
+    must_match = ("num_bs_antennas",)
+    users_range = True                    # K: any in the agent's ``users``
+
     def __init__(self, dims, width: int, hidden: int = 128, layers: int = 2):
         super().__init__()
         self.m = int(dims.num_bs_antennas)
@@ -251,8 +306,8 @@ class PrecodingHead(nn.Module):
             raise LinksimError(f"llm precoding: expected h [b, K, M={self.m}], got {tuple(h.shape)}")
         b = h.shape[0]
         h = h.to(torch.complex64)
-        ptx = _per_sample(p_tx, b, h.device)
-        s2 = _per_sample(noise_var, b, h.device)
+        ptx = per_sample(p_tx, b, h.device)
+        s2 = per_sample(noise_var, b, h.device)
         ms = h.abs().square().double().mean((1, 2)).clamp_min(1e-300)
         snr = (10 * torch.log10((ptx * ms / s2).clamp_min(1e-30)) - 10) / 10
         x = torch.cat([_c2r(h / ms.sqrt().to(torch.float32)[:, None, None]),
@@ -269,8 +324,20 @@ class PrecodingHead(nn.Module):
     def beamformer(h, p, lam, noise_var, p_tx):
         return structured_beamformer(h.to(p.device), p, lam, noise_var, p_tx)
 
+    def p_lambda(self, agent, h, p_tx, noise_var):
+        """``(p, lam)`` ``[b, K]`` through ``agent``'s LLM (K within the agent's users range)."""
+        agent.check_users(h.shape[1])
+        tokens, ptx = self.encode(h, p_tx, noise_var)
+        return self.decode(agent.run_llm(self.task, tokens, h.shape[1]), ptx)
 
-HEADS = {"prediction": PredictionHead, "detection": DetectionHead, "precoding": PrecodingHead}
+    def run(self, agent, h, p_tx, noise_var):
+        """The precoder protocol: ``(h [b,K,M], p_tx, noise_var) -> w [b,M,K]``."""
+        p, lam = self.p_lambda(agent, h, p_tx, noise_var)
+        return self.beamformer(h, p, lam, noise_var, p_tx)
+
+    def loss(self, agent, batch: dict) -> torch.Tensor:
+        """As the CNN's (:func:`~linksim.agents.models._precoding.structure_loss`)."""
+        return structure_loss(lambda *a: self.p_lambda(agent, *a), lambda *a: self.run(agent, *a), batch, "llm")
 
 
-__all__ = ["HEADS", "SEResBlock", "PredictionHead", "DetectionHead", "PrecodingHead"]
+__all__ = ["HEADS", "SEResBlock", "PredictionHead", "DetectionHead", "PrecodingHead", "register_head"]

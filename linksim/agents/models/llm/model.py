@@ -106,7 +106,7 @@ class LLMAgent(AgentModel):
         # untrained: RZF directions with equal powers; sum |w|^2 = 1 per sample
     """
 
-    prediction_layout = "user"
+    layouts = {"prediction": "user"}
 
     def __init__(self, dims: Dims, backbone: dict | None = None, lora: dict | None = None,
                  prompt: str = "text", users=(3, 8), cp_loss: str = "nmse", heads: dict | None = None):
@@ -217,25 +217,10 @@ class LLMAgent(AgentModel):
     def task_forward(self, task: str, *inputs):
         if task not in self.tasks:
             raise LinksimError(f"llm: serves {', '.join(self.tasks)}, not {task}")
-        return getattr(self, f"_{task}")(*inputs)
+        return self.heads[task].run(self, *inputs)
 
     def forward(self, task: str, *inputs):
         return self.task_forward(task, *inputs)
-
-    def _prediction(self, h_hist):
-        head = self.heads["prediction"]
-        s = head.series(h_hist)
-        return head.unflatten(self._predict_series(s), h_hist.shape[0])
-
-    def _predict_series(self, s):
-        head = self.heads["prediction"]
-        return head.decode(self.run_llm("prediction", head.encode(s)), s)
-
-    def _detection(self, y, h, noise_var):
-        head = self.heads["detection"]
-        x_tilde, chan = head.lmmse(y, h, noise_var)
-        hidden = self.run_llm("detection", head.encode(x_tilde, chan))
-        return head.decode(hidden[:, head.k:], x_tilde)
 
     def check_users(self, k: int) -> None:
         lo, hi = self.users_range
@@ -243,61 +228,36 @@ class LLMAgent(AgentModel):
             raise LinksimError(f"llm precoding: trained for K = {lo}..{hi} users, got K = {k}")
 
     def predict_p_lambda(self, h, p_tx, noise_var):
-        self.check_users(h.shape[1])
-        head = self.heads["precoding"]
-        tokens, ptx = head.encode(h, p_tx, noise_var)
-        return head.decode(self.run_llm("precoding", tokens, h.shape[1]), ptx)
-
-    def _precoding(self, h, p_tx, noise_var):
-        p, lam = self.predict_p_lambda(h, p_tx, noise_var)
-        return self.heads["precoding"].beamformer(h, p, lam, noise_var, p_tx)
+        """Precoding's structure parameters ``(p, lam)`` (:meth:`.heads.PrecodingHead.p_lambda`)."""
+        return self.heads["precoding"].p_lambda(self, h, p_tx, noise_var)
 
     # ------------------------------------------------------------------------------ training
     def training_loss(self, batch: dict) -> torch.Tensor:
-        """The loss of one batch of ``batch["task"]`` (unweighted; the trainer weights tasks).
-
-        prediction (``hist [B,L,M,F]``, ``future [B,P,M,F]``: one user per sample): per-user NMSE
-        (``cp_loss = "nmse"``, mean over users) or mean ln NMSE; detection: mean ``|x_hat - x|^2``;
-        precoding: as the CNN (``stage = "labels"``: MSE to WMMSE's normalised ``(p, lambda)``,
-        ``"rate"``: minus the mean sum-rate in bit/s/Hz).
-        """
+        """The loss of one batch of ``batch["task"]``, by that task's head (unweighted; the
+        trainer weights tasks): see each head's ``loss``."""
         task = batch["task"]
-        if task == "prediction":
-            hist, fut = batch["hist"], batch["future"]
-            s = self.heads["prediction"].series(hist.unsqueeze(2)).to(hist.device)
-            pred = self._predict_series(s)
-            tgt = fut.reshape(pred.shape).to(pred.device, torch.complex64)
-            nmse = (pred - tgt).abs().square().sum(-1).sum(-1) / tgt.abs().square().sum((1, 2)).clamp_min(1e-12)
-            return torch.log(nmse + 1e-6).mean() if self.cp_loss == "log_nmse" else nmse.mean()
-        if task == "detection":
-            x_hat = self._detection(batch["y"], batch["h"], batch["noise_var"])
-            return (x_hat - batch["x"].to(x_hat.device, torch.complex64)).abs().square().mean()
-        if task == "precoding":
-            from ....blocks.precoders import _per_sample, sum_rate
-
-            h, ptx, s2 = batch["h"], batch["p_tx"], batch["noise_var"]
-            if batch.get("stage", "labels") == "labels":
-                p, lam = self.predict_p_lambda(h, ptx, s2)
-                pt = _per_sample(ptx, p.shape[0], p.device).to(torch.float32)[:, None]
-                p_ref, lam_ref = batch["p_ref"].to(p.device), batch["lam_ref"].to(p.device)
-                tgt = torch.cat([p_ref / p_ref.sum(-1, keepdim=True).clamp_min(1e-30), lam_ref / pt], -1)
-                return torch.mean((torch.cat([p / pt, lam / pt], -1) - tgt) ** 2)
-            w = self._precoding(h, ptx, s2)
-            return -sum_rate(h.to(w.device), w, s2).mean().to(torch.float32)
-        raise LinksimError(f"llm: unknown task {task!r} in a training batch")
+        if task not in self.heads:
+            raise LinksimError(f"llm: unknown task {task!r} in a training batch")
+        return self.heads[task].loss(self, batch)
 
     # ------------------------------------------------------------------------------ storage
     def check_dims(self, task: str, wanted: Dims) -> list[str]:
-        """Sizes of a scenario this agent cannot serve for ``task`` (empty: fine)."""
-        must = {"detection": ("num_bs_antennas", "num_users", "bits_per_symbol"),
-                "precoding": ("num_bs_antennas",),
-                "prediction": ("num_bs_antennas", "num_subcarriers", "history", "horizon")}[task]
+        """Sizes of a scenario this agent cannot serve for ``task`` (empty: fine): the head's
+        ``must_match``; K within ``users`` for a head that serves a range of K."""
         out = [f"{k}={getattr(self.dims, k)} (scenario: {getattr(wanted, k)})"
-               for k in must if getattr(self.dims, k) != getattr(wanted, k)]
-        lo, hi = self.users_range
-        if task == "precoding" and not lo <= wanted.num_users <= hi:
-            out.append(f"num_users in {lo}..{hi} (scenario: {wanted.num_users})")
+               for k in self.heads[task].must_match if getattr(self.dims, k) != getattr(wanted, k)]
+        users = self.users_for(task)
+        if users is not None and not users[0] <= wanted.num_users <= users[1]:
+            out.append(f"num_users in {users[0]}..{users[1]} (scenario: {wanted.num_users})")
         return out
+
+    def users_for(self, task: str) -> tuple[int, int] | None:
+        """``users`` for a head that serves a range of K (precoding), else ``None``."""
+        return self.users_range if getattr(self.heads[task], "users_range", False) else None
+
+    def backbone_record(self) -> dict:
+        """What agent.toml ``[result.backbone]`` records beside the fingerprint."""
+        return {k: v for k, v in self.backbone_options.items() if k in ("source", "layers", "quantization")}
 
     def head_state(self) -> dict:
         return {k: v for k, v in self.state_dict().items() if k.startswith("heads.")}

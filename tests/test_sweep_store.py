@@ -1,0 +1,106 @@
+"""The sweep as plan -> run -> store: a plan travels to another process and gives the same rows
+there; the store appends finished points, so even ``kill -9`` loses only the point in progress, and
+refuses a damaged file instead of overwriting it."""
+import multiprocessing
+import pickle
+import subprocess
+import sys
+
+import pytest
+
+import linksim
+from linksim.errors import LinksimError
+from linksim.results import ResultsStore, read_rows
+from linksim.sweep import get_backend, plan, run_point, sweep
+
+ARGS = ("precoding", ["zf", "wmmse"], "tx_power_dbw=-10:10:5")
+
+
+def _rows_in_child(the_plan, spec, labels):
+    return run_point(the_plan, spec, labels)
+
+
+def test_a_point_runs_in_another_process_with_the_same_rows(tiny_toml):
+    sc = linksim.load_scenario(tiny_toml())
+    the_plan, _ = plan(sc, "loop", ["ar+wmmse", "outdated+zf"], "speed_kmh=30,60")
+    again = pickle.loads(pickle.dumps(the_plan))             # names and numbers only
+    assert again.blocks == the_plan.blocks and again.scenario.hash == sc.hash
+    spec = the_plan.points[1]
+    here = run_point(the_plan, spec, list(the_plan.blocks))
+    with multiprocessing.get_context("spawn").Pool(1) as pool:   # a fresh interpreter
+        there = pool.apply(_rows_in_child, (the_plan, spec, list(the_plan.blocks)))
+    assert there == here and {r["block"] for r in here} == {"ar+wmmse", "outdated+zf"}
+
+
+def test_plan_checks_everything_before_any_compute(tiny_toml, monkeypatch):
+    sc = linksim.load_scenario(tiny_toml())
+    with pytest.raises(LinksimError, match="unknown block 'nope'"):
+        plan(sc, "precoding", ["zf", "nope"], "tx_power_dbw=0,5")
+    with pytest.raises(LinksimError, match="unknown task 'precode'"):
+        plan(sc, "precode", ["zf"], None)
+    with pytest.raises(LinksimError, match="--backend 'spark'"):
+        get_backend("spark")
+
+
+KILLER = """
+import os, signal, sys
+from linksim.results import ResultsStore
+from linksim.sweep import sweep
+add, calls = ResultsStore.add, []
+def add_then_die(self, rows):
+    add(self, rows)
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)      # no cleanup, no finally: as kill -9
+ResultsStore.add = add_then_die
+sweep(sys.argv[1], "precoding", ["zf", "wmmse"], "tx_power_dbw=-10:10:5", sys.argv[2], progress=False)
+"""
+
+
+def test_kill_9_loses_only_the_point_in_progress(tiny_toml, tmp_path):
+    path = tiny_toml()
+    full = sweep(path, *ARGS, tmp_path / "full", progress=False)
+    killed = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", KILLER, path, str(killed)], capture_output=True)
+    assert proc.returncode == -9
+    assert len(read_rows(killed / "results.csv")) == 2 * 2              # two points, appended
+    resumed = sweep(path, *ARGS, killed, progress=False)
+    assert resumed.csv.read_text() == full.csv.read_text()              # sorted again, identical
+
+
+def test_a_torn_last_line_is_dropped_and_its_point_rerun(tiny_toml, tmp_path):
+    path = tiny_toml()
+    full = sweep(path, *ARGS, tmp_path / "full", progress=False)
+    out = tmp_path / "torn"
+    out.mkdir()
+    lines = full.csv.read_text().splitlines(keepends=True)
+    keep = [lines[0]] + [ln for ln in lines[1:] if ",-10," in ln] + ["precoding,zf,tx_power_dbw,-5,sum_ra"]
+    (out / "results.csv").write_text("".join(keep))
+    assert len(ResultsStore(out).rows) == 2                             # the cut line is gone
+    assert sweep(path, *ARGS, out, progress=False).csv.read_text() == full.csv.read_text()
+
+
+@pytest.mark.parametrize("damage", [
+    "precoding,zf,tx_power_dbw,-5,sum_rate,garbage,1,2,16\n",          # a value that is no number
+    "precoding,zf\n",                                                   # a short row
+])
+def test_a_damaged_results_file_is_refused_and_kept(tiny_toml, tmp_path, damage):
+    path = tiny_toml()
+    out = sweep(path, "precoding", ["zf"], "tx_power_dbw=-10", tmp_path / "d", progress=False).csv
+    text = out.read_text() + damage
+    out.write_text(text)
+    with pytest.raises(LinksimError, match="line 3 is not a results row.*move it away"):
+        sweep(path, *ARGS, tmp_path / "d", progress=False)
+    assert out.read_text() == text                                      # never overwritten
+
+
+def test_binary_results_file_is_one_line_error(tmp_path):
+    (tmp_path / "results.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    with pytest.raises(LinksimError, match="not UTF-8"):
+        ResultsStore(tmp_path)
+
+
+def test_block_options_it_does_not_take_are_refused():
+    with pytest.raises(LinksimError, match=r"block 'wmmse': unknown option\(s\) max_itr .*max_iter"):
+        linksim.blocks.get("wmmse", max_itr=5)
+    assert linksim.blocks.get("wmmse", max_iter=5).max_iter == 5
