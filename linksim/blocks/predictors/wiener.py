@@ -222,8 +222,8 @@ class WienerPredictor(_Predictor):
             return None
         try:
             cov = torch.view_as_complex(load_file(path)["covariance"].contiguous())
-        except (SafetensorError, OSError, KeyError, RuntimeError):
-            return None          # damaged, unreadable, no covariance, not [.., 2]: fitted again and overwritten
+        except (SafetensorError, OSError, KeyError, RuntimeError):   # damaged, unreadable, no
+            return None          # covariance, not [..., 2]: the file is fitted again and overwritten
         ok = cov.shape == (n_t, n_t) and bool(torch.isfinite(torch.view_as_real(cov)).all())
         return cov if ok else None
 

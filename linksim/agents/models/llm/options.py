@@ -73,7 +73,8 @@ class BackboneOptions:
             raise LinksimError(f"llm: model.backbone.source must be a non-empty string, got {self.source!r}")
         _int(self.layers, "model.backbone.layers")
         if not isinstance(self.random_init, bool):
-            raise LinksimError(f"llm: model.backbone.random_init must be true or false, got {self.random_init!r}")
+            raise LinksimError(f"llm: model.backbone.random_init must be true or false, "
+                               f"got {self.random_init!r}")
         if self.quantization not in QUANTIZATIONS:
             raise LinksimError(f"llm: model.backbone.quantization must be none, nf4 or loftq, "
                                f"got {self.quantization!r}")
