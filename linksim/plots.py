@@ -24,6 +24,46 @@ LOG_Y = ("ser", "ber", "bler")
 MARKERS = "osD^v<>phX*"
 
 
+def place_legend(fig, ax, below: bool, **style) -> None:
+    """Put the legend of ``ax`` inside the canvas, then lay ``fig`` out (``tight_layout``).
+
+    ``below=False``: in the axes (matplotlib's best place). ``below=True`` (many curves): under the
+    axes, never over a curve, centred on the figure in the most columns (3, 2 or 1) whose width
+    fits the figure's; the figure grows by the legend's height, the axes keep theirs.
+
+    :param fig: the matplotlib figure
+    :param ax: its axes, with labelled curves
+    :param below: legend under the axes instead of in them
+    :param style: more ``legend`` options (e.g. ``fontsize=8``)
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        fig, ax = plt.subplots(figsize=(5.0, 3.7))
+        for k in range(9):
+            ax.plot([0, 1], [k, k + 1], label=f"a long curve name {k}")
+        place_legend(fig, ax, below=True)       # 2 columns, the figure now ~5.0 x 4.9 in
+    """
+    if not below:
+        ax.legend(frameon=True, **style)
+        fig.tight_layout()
+        return
+    handles, names = ax.get_legend_handles_labels()
+    renderer = fig.canvas.get_renderer()
+    for ncol in (3, 2, 1):
+        leg = fig.legend(handles, names, ncol=ncol, loc="lower center", bbox_to_anchor=(0.5, 0.01),
+                         frameon=False, **style)
+        box = leg.get_window_extent(renderer)
+        if box.width <= 0.98 * fig.bbox.width or ncol == 1:
+            break
+        leg.remove()
+    extra = box.height / fig.dpi + 0.1                       # inches, with a margin
+    w, h = fig.get_size_inches()
+    fig.set_size_inches(w, h + extra)
+    fig.tight_layout(rect=(0, extra / (h + extra), 1, 1))
+
+
 def plot_dir(out: str | Path) -> list[Path]:
     """Write ``out/{task}_{metric}_vs_{x}.png`` and ``.pdf`` for every curve family in results.csv."""
     import matplotlib
@@ -61,11 +101,10 @@ def plot_dir(out: str | Path) -> list[Path]:
         ax.set_ylabel(Y_LABELS.get(metric, metric))
         ax.set_title(f"{task}: {Y_LABELS.get(metric, metric)}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
+        place_legend(fig, ax, below=len(curves) > 8, fontsize=8)
         stem = out / f"{task}_{metric}_vs_{x_name}"
-        for ext in ("png", "pdf"):
-            fig.savefig(stem.with_suffix("." + ext), dpi=150)
+        for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
+            fig.savefig(stem.with_suffix("." + ext), dpi=150, metadata=meta)   # the same bytes every run
             written.append(stem.with_suffix("." + ext))
         plt.close(fig)
     return written

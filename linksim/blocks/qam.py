@@ -187,23 +187,6 @@ def random_symbols(shape, num_bits_per_symbol: int = 4, generator: torch.Generat
     return idx, constellation_points(n, device, dtype)[idx]
 
 
-def num_points(num_bits_per_symbol: int) -> int:
-    r"""Size of the constellation, :math:`|\mathcal{C}| = 2^n`.
-
-    :input num_bits_per_symbol: int. Bits per symbol :math:`n`.
-
-    :output num_points: int. :math:`2^n`.
-
-    .. rubric:: Examples
-
-    .. code-block:: python
-
-        from linksim.blocks.qam import num_points
-        assert num_points(6) == 64
-    """
-    return 2 ** int(num_bits_per_symbol)
-
-
 def qam_name(num_bits_per_symbol: int) -> str:
     r"""Display name of the constellation: ``"QPSK"`` for 2 bits, else e.g. ``"16-QAM"``.
 
@@ -222,4 +205,4 @@ def qam_name(num_bits_per_symbol: int) -> str:
 
 
 __all__ = ["constellation_points", "hard_decision", "symbols_to_bits", "random_symbols",
-           "num_points", "qam_name"]
+           "qam_name"]

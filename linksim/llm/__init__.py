@@ -1,4 +1,4 @@
-"""The LLM side of linksim (the multi-task agent is being built on these parts):
+"""The LLM parts of linksim, on which the multi-task agent (:mod:`linksim.agents.models.llm`) is built:
 
 - :mod:`~linksim.llm.backbone`: a frozen causal LM truncated to its first N layers (default the
   embedded SmolLM2-135M-Instruct), offline only; :mod:`~linksim.llm.files`: its cache.

@@ -75,8 +75,13 @@ def _quiet(error: str | None = None):
     tlog.disable_progress_bar()
     try:
         yield
-    except Exception as e:  # noqa: BLE001 - any failure of a third-party loader is a bad input
-        if error is None or isinstance(e, LinksimError):
+    # only transformers / huggingface_hub / gguf loader calls run inside, and they fail in many types on
+    # a bad model folder or file: OSError (missing files, LocalEntryNotFoundError), ValueError
+    # (unknown model_type, bad JSON, GGUF architecture), KeyError / TypeError / AttributeError (a
+    # config lacking fields), RuntimeError (tensor size mismatch), safetensors' SafetensorError
+    # (damaged weights). Each becomes one line naming the source; MemoryError is not a bad input.
+    except Exception as e:  # noqa: BLE001
+        if error is None or isinstance(e, (LinksimError, MemoryError)):
             raise
         raise LinksimError(f"{error} ({_one_line(e)})") from None
     finally:

@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..errors import LinksimError
-from ..plots import X_LABELS, Y_LABELS
+from ..plots import X_LABELS, Y_LABELS, place_legend
 from ..results import COLUMNS, atomic_write, read_rows
 from .items import DATA, FIGURES, TABLES, Figure, Table
 
@@ -105,12 +105,7 @@ def render_figure(fig: Figure, out: Path, labels: dict[str, str]) -> list[Path]:
     ax.set_ylabel(EXTRA_Y.get(fig.metric) or Y_LABELS.get(fig.metric, fig.metric))
     ax.set_title(fig.title + (f" (running mean over {fig.smooth} steps)" if fig.smooth else ""))
     ax.grid(True, which="both", alpha=0.3)
-    if len(curves) > 6:      # many curves: the legend goes under the axes, never over a curve
-        fig_.set_size_inches(5.0, 4.9)
-        ax.legend(ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.17), frameon=False)
-    else:
-        ax.legend(frameon=True)
-    fig_.tight_layout()
+    place_legend(fig_, ax, below=len(curves) > 6)
     stem = out / fig.name
     atomic_write(stem.with_suffix(".csv"), _csv_text(sorted(rows, key=lambda r: (r["block"], float(r["x"])))))
     for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):

@@ -1,4 +1,4 @@
-"""The training harness shared by every trained block (and later the LLM agent)."""
+"""The training harness shared by every trained agent, the multi-task LLM agent included."""
 from .trainer import task_metrics, train_agent, validate
 
 __all__ = ["task_metrics", "train_agent", "validate"]

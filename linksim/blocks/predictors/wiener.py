@@ -216,6 +216,7 @@ class WienerPredictor(_Predictor):
         return temporal_covariance(pool)
 
     def _cached(self) -> torch.Tensor | None:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         path, n_t = self.cache_path, self.history + self.horizon
@@ -223,8 +224,8 @@ class WienerPredictor(_Predictor):
             return None
         try:
             cov = torch.view_as_complex(load_file(path)["covariance"].contiguous())
-        except Exception:        # a damaged file is fitted again and overwritten
-            return None
+        except (SafetensorError, OSError, KeyError, RuntimeError):   # damaged, unreadable, no
+            return None          # covariance, not [..., 2]: the file is fitted again and overwritten
         ok = cov.shape == (n_t, n_t) and bool(torch.isfinite(torch.view_as_real(cov)).all())
         return cov if ok else None
 

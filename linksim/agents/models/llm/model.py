@@ -22,33 +22,26 @@ from ....errors import LinksimError
 from ....registry import register_arch
 from ...base import AgentModel, Dims
 from .heads import HEADS
+from .options import BackboneOptions, LoraOptions
 
 __all__ = ["LLMAgent"]
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-BACKBONE_KEYS = {"source": "smollm2", "layers": 6, "random_init": False, "quantization": "none",
-                 "loftq_iters": 1, "width": 576}
-LORA_KEYS = {"r": 16, "alpha": 16, "dropout": 0.05, "targets": list(LORA_TARGETS)}
-ADAPTER = "adapter"
+ADAPTER = "adapter"            # the LoRA folder, as peft's ``save_pretrained`` lays it out
+ADAPTER_NAME = "default"       # peft's adapter name inside the model
+# peft's key prefix in adapter_model.safetensors (its PeftModel wrapper), kept for the shipped agents
+PEFT_PREFIX = "base_model.model."
+HUB_NAMES = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}   # adapter_config.json's base model
 
 
-def _options(given: dict | None, defaults: dict, table: str) -> dict:
-    given = dict(given or {})
-    bad = sorted(set(given) - set(defaults))
-    if bad:
-        raise LinksimError(f"llm: unknown key 'model.{table}.{bad[0]}' (known: {', '.join(defaults)})")
-    return defaults | given
-
-
-def _load_backbone(opts: dict):
+def _load_backbone(opts: BackboneOptions):
     """``[model.backbone]`` -> a frozen :class:`~linksim.llm.Backbone` or None (``source = "none"``)."""
-    from ....llm import BackboneSpec, load_backbone, tiny_backbone
+    from ....llm import load_backbone, tiny_backbone
 
-    if opts["source"] == "none":
+    if opts.source == "none":
         return None
-    if opts["source"] == "tiny":                  # tests: a small random LLaMA
-        return tiny_backbone(layers=int(opts["layers"]))
-    return load_backbone(BackboneSpec(opts["source"], int(opts["layers"]), bool(opts["random_init"])))
+    if opts.source == "tiny":                  # tests: a small random LLaMA
+        return tiny_backbone(layers=opts.layers)
+    return load_backbone(opts.spec())
 
 
 # the generic protocol tests fit one batch from scratch on Clarke channels, where ar is already
@@ -112,8 +105,8 @@ class LLMAgent(AgentModel):
                  prompt: str = "text", users=(3, 8), cp_loss: str = "nmse", heads: dict | None = None):
         super().__init__()
         self.dims = dims
-        self.backbone_options = _options(backbone, BACKBONE_KEYS, "backbone")
-        self.lora_options = _options(lora, LORA_KEYS, "lora")
+        self.backbone_config = BackboneOptions.from_table(backbone)
+        self.lora_config = LoraOptions.from_table(lora)
         if prompt not in ("text", "none"):
             raise LinksimError(f"llm: model.prompt must be 'text' or 'none', got {prompt!r}")
         if cp_loss not in ("nmse", "log_nmse"):
@@ -122,25 +115,24 @@ class LLMAgent(AgentModel):
                 or not 1 <= users[0] <= users[1] <= dims.num_bs_antennas):
             raise LinksimError(f"llm: model.users must be [K_min, K_max] with 1 <= K_min <= K_max <= "
                                f"{dims.num_bs_antennas} antennas, got {users!r}")
-        quant = self.backbone_options["quantization"]
-        if quant not in ("none", "nf4", "loftq"):
-            raise LinksimError(f"llm: model.backbone.quantization must be none, nf4 or loftq, got {quant!r}")
         self.prompt_mode, self.cp_loss = prompt, cp_loss
         self.users_range = (int(users[0]), int(users[1]))
         self.prefix_mode = "cache"          # "concat": run the prompt per sample (reference/bench)
         self._prefix_cache: dict = {}
         self._prompt_ids: dict = {}
 
-        bb = _load_backbone(self.backbone_options)
+        bb = _load_backbone(self.backbone_config)
         self.llm = None
         self.quant_report: dict = {}
-        width = int(self.backbone_options["width"]) if bb is None else bb.width
+        width = self.backbone_config.width if bb is None else bb.width
         if bb is not None:
             self.llm = bb
             self._add_lora(bb)
+            quant = self.backbone_config.quantization
             if quant != "none":
                 from ....llm.quant import quantize_lora_model
-                self.quant_report = quantize_lora_model(self.peft, quant, int(self.backbone_options["loftq_iters"]))
+                self.quant_report = quantize_lora_model(bb.model, quant, self.backbone_config.loftq_iters,
+                                                        adapter=ADAPTER_NAME)
         heads = dict(heads or {})
         bad = sorted(set(heads) - set(HEADS))
         if bad:
@@ -151,30 +143,35 @@ class LLMAgent(AgentModel):
             raise LinksimError(f"llm: bad model.heads options ({e})") from None
 
     # ------------------------------------------------------------------------------ backbone
-    def _add_lora(self, bb) -> None:
-        from peft import LoraConfig, get_peft_model
+    @property
+    def backbone_options(self) -> dict:
+        """``[model.backbone]`` with defaults filled in, a plain dict (typed: ``backbone_config``)."""
+        return self.backbone_config.as_dict()
 
-        o = self.lora_options
-        if not isinstance(o["targets"], list) or not o["targets"]:
-            raise LinksimError("llm: model.lora.targets must be a non-empty list of module names")
+    @property
+    def lora_options(self) -> dict:
+        """``[model.lora]`` with defaults filled in, a plain dict (typed: ``lora_config``)."""
+        return self.lora_config.as_dict()
+
+    def _add_lora(self, bb) -> None:
+        """Inject LoRA layers into ``bb.model`` in place: they are ordinary submodules of the agent
+        (in its ``state_dict`` and ``parameters()``), peft's bookkeeping in ``bb.model.peft_config``."""
+        import warnings
+
+        from peft import inject_adapter_in_model
+
+        src = self.backbone_config.source     # adapter_config.json names it as a user would
         try:
-            import warnings
-            cfg = LoraConfig(r=int(o["r"]), lora_alpha=float(o["alpha"]), lora_dropout=float(o["dropout"]),
-                             target_modules=list(o["targets"]), bias="none")
-            # LoRA layers are injected into bb.model in place; the PeftModel wrapper is kept out of
-            # the module tree (its parameters are bb.model's) and used for saving adapters
+            cfg = self.lora_config.peft_config(HUB_NAMES.get(src, src))
             with warnings.catch_warnings():      # transformers 5 deprecation noise inside peft
                 warnings.simplefilter("ignore", FutureWarning)
-                self.__dict__["peft"] = get_peft_model(bb.model, cfg)
-            # adapter_config.json names the backbone as a user would (not a local cache path)
-            src = self.backbone_options["source"]
-            self.peft.peft_config["default"].base_model_name_or_path = (
-                "HuggingFaceTB/SmolLM2-135M-Instruct" if src == "smollm2" else src)
-        except ValueError as e:
+                inject_adapter_in_model(cfg, bb.model, adapter_name=ADAPTER_NAME)
+        except ValueError as e:                  # peft: e.g. no module matches model.lora.targets
             raise LinksimError(f"llm: model.lora: {str(e).splitlines()[0]}") from None
 
     @property
     def fingerprint(self) -> str:
+        """The backbone's weights fingerprint (:attr:`linksim.llm.Backbone.fingerprint`; ``"none"``)."""
         return "none" if self.llm is None else self.llm.fingerprint
 
     def train(self, mode: bool = True):
@@ -263,17 +260,34 @@ class LLMAgent(AgentModel):
         return {k: v for k, v in self.state_dict().items() if k.startswith("heads.")}
 
     def save_weights(self, folder: Path) -> None:
-        """``model.safetensors`` (heads) + ``adapter/`` (LoRA, peft's ``save_pretrained``)."""
+        """``model.safetensors`` (heads) + ``adapter/`` (LoRA, laid out as peft's ``save_pretrained``:
+        ``adapter_config.json`` and ``adapter_model.safetensors``, keys ``base_model.model.<module>
+        .lora_A.weight``)."""
+        import copy
+
+        from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
         from ...spec import WEIGHTS
         save_file({k: v.detach().contiguous() for k, v in self.head_state().items()}, str(folder / WEIGHTS))
-        if self.llm is not None:
-            # embeddings are never LoRA targets; "auto" would look the backbone up on the Hub
-            self.peft.save_pretrained(str(folder / ADAPTER), save_embedding_layers=False)
+        if self.llm is None:
+            return
+        model = self.llm.model
+        # embeddings are never LoRA targets; "auto" would look the backbone up on the Hub
+        lora = get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME, save_embedding_layers=False)
+        (folder / ADAPTER).mkdir(parents=True, exist_ok=True)
+        save_file({PEFT_PREFIX + k: v.detach().contiguous() for k, v in lora.items()},
+                  str(folder / ADAPTER / "adapter_model.safetensors"), metadata={"format": "pt"})
+        cfg = copy.copy(model.peft_config[ADAPTER_NAME])
+        cfg.inference_mode = True                              # as save_pretrained writes it
+        cfg.target_modules = sorted(cfg.target_modules)        # a set: sorted, the file is deterministic
+        cfg.save_pretrained(str(folder / ADAPTER), auto_mapping_dict={
+            "base_model_class": type(model).__name__, "parent_library": type(model).__module__})
 
     def load_weights(self, folder: Path) -> None:
-        from peft.utils import set_peft_model_state_dict
+        """Read what :meth:`save_weights` wrote (and the shipped agents' peft ``save_pretrained``
+        folders); ValueError when the heads or the adapter do not fit this architecture."""
+        from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
         from ...spec import WEIGHTS
@@ -287,10 +301,12 @@ class LLMAgent(AgentModel):
             f = folder / ADAPTER / "adapter_model.safetensors"
             if not f.is_file():
                 raise ValueError(f"no LoRA adapter ({ADAPTER}/adapter_model.safetensors)")
-            res = set_peft_model_state_dict(self.peft, load_file(str(f)))
-            if getattr(res, "unexpected_keys", None):
+            lora = {k.removeprefix(PEFT_PREFIX): v for k, v in load_file(str(f)).items()}
+            res = set_peft_model_state_dict(self.llm.model, lora, adapter_name=ADAPTER_NAME)
+            if res.unexpected_keys:
                 raise ValueError(f"adapter does not match model.lora (e.g. {res.unexpected_keys[0]})")
 
     def weight_files(self, folder: Path) -> list[Path]:
+        """The files whose bytes identify the trained agent (hashed into the block's digest)."""
         from ...spec import WEIGHTS
         return [folder / WEIGHTS] + ([folder / ADAPTER / "adapter_model.safetensors"] if self.llm else [])
