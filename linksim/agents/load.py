@@ -115,9 +115,10 @@ def load_agent(path: str, kind: str, scenario, precision: str | None = None,
     if recorded and model.fingerprint and recorded != model.fingerprint:
         raise LinksimError(f"agent:{path}: backbone {spec.model.get('backbone', {}).get('source', 'smollm2')!r} "
                            f"has fingerprint {model.fingerprint}, the agent was trained on {recorded}")
+    from safetensors import SafetensorError
     try:
         model.load_weights(spec.path)
-    except Exception as e:   # safetensors raises its own error types for damaged files
+    except (ValueError, OSError, RuntimeError, SafetensorError) as e:   # damaged, missing, mismatched
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise LinksimError(f"agent:{path}: its weights cannot be loaded as {spec.arch!r} ({first})") from None
     dev = check_device(device if device is not None else scenario.run.device)

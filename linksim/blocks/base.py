@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..config import check_device, check_precision, config, dtypes
+from ..errors import LinksimError
 
 
 class Block(torch.nn.Module):
@@ -54,3 +55,39 @@ class Block(torch.nn.Module):
         if x.is_complex():
             return x.to(device=self._device, dtype=self.cdtype)
         return x.to(self._device)
+
+
+def per_sample(x, b: int, device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    r"""A per-sample real value (``p_tx``, ``noise_var``, ...) as a ``[b]`` tensor on ``device``.
+
+    :input x: float, 0-d tensor, ``[b]`` or ``[b, 1, ...]`` tensor. One value for the batch or
+        one per sample; complex values give their real part.
+    :input b: int. Batch size.
+    :input device: torch.device. Where the result lives.
+    :input dtype: torch.dtype (default ``torch.float64``). A Python number goes straight to it
+        (no float32 rounding on the way).
+
+    :output x: [b], ``dtype``. ``x`` broadcast (a single value) or flattened (``b`` values);
+        a one-line ``LinksimError`` (a ``ValueError``) for any other number of values.
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        import torch
+        from linksim.blocks.base import per_sample
+        per_sample(0.1, 4, "cpu")                  # tensor([0.1, 0.1, 0.1, 0.1], float64)
+        per_sample(torch.rand(4, 1), 4, "cpu")     # [4], float64
+    """
+    if isinstance(x, (int, float)):
+        t = torch.as_tensor(float(x), dtype=torch.float64, device=device)
+    else:
+        t = torch.as_tensor(x, device=device)
+    t = (t.real if t.is_complex() else t).to(dtype)
+    if t.numel() == 1:
+        return t.reshape(()).expand(b)
+    t = t.reshape(-1)
+    if t.numel() != b:
+        raise LinksimError(f"expected a scalar or {b} values per batch, got shape {tuple(t.shape)}")
+    return t
+

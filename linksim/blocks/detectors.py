@@ -16,7 +16,7 @@ import torch
 
 from ..errors import LinksimError
 from ..registry import register_block, register_kind
-from .base import Block
+from .base import Block, per_sample
 from .qam import (constellation_points, hard_decision, qam_name,  # noqa: F401
                   random_symbols, symbols_to_bits)
 
@@ -60,16 +60,11 @@ def noise_vector(noise_var, b: int, device, dtype=torch.float32) -> torch.Tensor
         noise_vector(0.1, 4, "cpu")                                  # [4] float32
         noise_vector(torch.rand(4), 4, "cpu", torch.float64)         # [4] float64
     """
-    if isinstance(noise_var, (int, float)):
-        nv = torch.as_tensor(float(noise_var), dtype=torch.float64, device=device)
-    else:
-        nv = torch.as_tensor(noise_var, device=device)
-    nv = (nv.real if nv.is_complex() else nv).to(dtype)
-    if nv.dim() == 0:
-        nv = nv.expand(b)
-    nv = nv.reshape(-1)
-    if nv.numel() != b:
-        raise LinksimError(f"noise_var must be a float or have shape [{b}], got {tuple(nv.shape)}")
+    try:
+        nv = per_sample(noise_var, b, device, dtype)
+    except LinksimError:
+        raise LinksimError(f"noise_var must be a float or have shape [{b}], got "
+                           f"{tuple(torch.as_tensor(noise_var).shape)}") from None
     return nv.clamp_min(_MIN_NOISE_VAR)
 
 

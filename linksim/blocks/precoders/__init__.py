@@ -35,7 +35,7 @@ register_kind("precoder", "(h [b,K,M], p_tx, noise_var) -> w [b,M,K], sum |w|^2 
 from . import dpc, linear, rates, structure, wmmse, wmmse_best  # noqa: F401  (register the blocks)
 from .dpc import DPCBound, waterfill  # noqa: E402
 from .linear import MRT, RZF, ZF
-from .rates import _per_sample, per_sample, sinr, sum_rate
+from .rates import per_sample, sinr, sum_rate
 from .structure import structured_beamformer, wmmse_p_lambda
 from .wmmse import WMMSE
 from .wmmse_best import WMMSEBest

@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from ..base import per_sample  # noqa: F401  (re-exported: linksim.blocks.precoders.per_sample)
+
 __all__ = ["per_sample", "sinr", "sum_rate"]
 
 _LN2 = math.log(2.0)
@@ -17,38 +19,6 @@ _LN2 = math.log(2.0)
 
 def _c128(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.complex128)
-
-
-def per_sample(x, b: int, device) -> torch.Tensor:
-    r"""A per-sample value as a float64 tensor ``[b]`` on ``device``.
-
-    :input x: float, 0-d tensor, ``[b]`` or ``[b, 1, ...]`` tensor. One value for the batch or
-        one per sample (e.g. ``p_tx``, ``noise_var``).
-    :input b: int. Batch size.
-    :input device: torch.device. Where the result lives.
-
-    :output x: [b], torch.float64. ``x`` broadcast (a single value) or flattened (``b`` values);
-        ``ValueError`` for any other number of values.
-
-    .. rubric:: Examples
-
-    .. code-block:: python
-
-        import torch
-        from linksim.blocks.precoders import per_sample
-        per_sample(0.1, 4, "cpu")                  # tensor([0.1, 0.1, 0.1, 0.1], float64)
-        per_sample(torch.rand(4, 1), 4, "cpu")     # [4], float64
-    """
-    t = torch.as_tensor(x, dtype=torch.float64, device=device)
-    if t.numel() == 1:
-        return t.reshape(()).expand(b)
-    t = t.reshape(-1)
-    if t.numel() != b:
-        raise ValueError(f"expected a scalar or {b} values per batch, got shape {tuple(t.shape)}")
-    return t
-
-
-_per_sample = per_sample        # the historical name, imported by the learned precoder
 
 
 def _gram(h: torch.Tensor) -> torch.Tensor:

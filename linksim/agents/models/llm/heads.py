@@ -30,6 +30,7 @@ Where linksim departs from Zheng & Dai (and why):
 from __future__ import annotations
 
 import torch
+from sionna.phy.mimo.utils import complex2real_vector
 from torch import nn
 
 from ....blocks.precoders import per_sample, structured_beamformer
@@ -60,11 +61,6 @@ def _zero(layer: nn.Linear) -> nn.Linear:
 
 def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
-
-
-def _c2r(x: torch.Tensor) -> torch.Tensor:
-    """``[..., n]`` complex -> ``[..., 2n]`` real (real parts, then imaginary parts)."""
-    return torch.cat([x.real, x.imag], -1)
 
 
 class SEResBlock(nn.Module):
@@ -144,7 +140,7 @@ class PredictionHead(nn.Module):
 
     def encode(self, s: torch.Tensor) -> torch.Tensor:
         """Per-user series ``[N, L, MF]`` -> tokens ``[N, L, width]``."""
-        x = _c2r(s)
+        x = complex2real_vector(s)
         rms = torch.sqrt(x.square().mean((1, 2), keepdim=True) * 2.0).clamp_min(1e-30)
         return self.to_llm(self.blocks(self.inp(x / rms)))
 
@@ -239,12 +235,13 @@ class DetectionHead(nn.Module):
         a = torch.linalg.inv(g + nu[:, None, None].to(h.dtype) * eye)
         e = (nu[:, None] * a.diagonal(dim1=1, dim2=2).real).clamp(max=0.999)          # [b,K]
         x = (a @ (h.mH @ y)) / s2[:, None, None].to(h.dtype) / (1 - e)[..., None].to(h.dtype)
-        chan = torch.cat([_c2r(g), e[..., None], torch.log10(nu)[:, None, None].expand(b, self.k, 1)], -1)
+        chan = torch.cat([complex2real_vector(g), e[..., None],
+                          torch.log10(nu)[:, None, None].expand(b, self.k, 1)], -1)
         return x.transpose(1, 2), chan
 
     def encode(self, x_tilde, chan) -> torch.Tensor:
         """``[b, K + T, width]``: channel tokens, then signal tokens."""
-        return torch.cat([self.chan(chan) + self.kind[0], self.sig(_c2r(x_tilde)) + self.kind[1]], 1)
+        return torch.cat([self.chan(chan) + self.kind[0], self.sig(complex2real_vector(x_tilde)) + self.kind[1]], 1)
 
     def decode(self, hidden, x_tilde) -> torch.Tensor:
         """Hidden states of the signal tokens ``[b, T, width]`` -> ``x_hat [b, K, T]`` complex64."""
@@ -310,7 +307,7 @@ class PrecodingHead(nn.Module):
         s2 = per_sample(noise_var, b, h.device)
         ms = h.abs().square().double().mean((1, 2)).clamp_min(1e-300)
         snr = (10 * torch.log10((ptx * ms / s2).clamp_min(1e-30)) - 10) / 10
-        x = torch.cat([_c2r(h / ms.sqrt().to(torch.float32)[:, None, None]),
+        x = torch.cat([complex2real_vector(h / ms.sqrt().to(torch.float32)[:, None, None]),
                        snr.to(torch.float32)[:, None, None].expand(b, h.shape[1], 1)], -1)
         return self.to_llm(self.users(self.inp(x))), ptx
 
