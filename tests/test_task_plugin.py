@@ -50,6 +50,7 @@ class GainChain(Chain):
     default_x = "snr_db"
     must_match = ("num_bs_antennas",)
     references = ("gain_unbiased",)
+    val_metric = "nmse_db"
     loss_weight = 1.0
     prompt = ("[gain estimation]", "A base station with {antennas} antennas hears {users} users.",
               "Estimate each user's channel gain.")

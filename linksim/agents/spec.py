@@ -32,7 +32,16 @@ WEIGHTS = "model.safetensors"
 
 @dataclass
 class TrainSpec:
-    """Training recipe. Ranges are ``[low, high]`` drawn uniformly per sample."""
+    """Training recipe. Ranges are ``[low, high]`` drawn uniformly per sample.
+
+    Data: by default every step's batch comes from new channel drops (``pool_drops = 0``), drawn
+    ahead of the trainer by ``data_workers`` worker processes, each batch a function of the seed
+    and the step; ``pool_drops = N`` draws N drops once and samples every batch from them (the
+    older recipe, kept for comparison). Stopping: training ends at ``steps``, after ``max_minutes``
+    of wall clock, or when the validation score (:meth:`linksim.chains.Chain.score`, in dB, summed
+    over the tasks) has not improved by ``min_delta`` dB for ``patience`` validations in a row;
+    the agent keeps the weights of its best validation.
+    """
 
     steps: int = 1000
     batch_size: int = 256
@@ -40,7 +49,8 @@ class TrainSpec:
     lr_min: float = 1e-5          # cosine schedule from lr down to lr_min
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    pool_drops: int = 512         # channel drops generated once for training (cached in .cache/)
+    pool_drops: int = 0           # 0: fresh drops every step; N: a fixed pool of N drops (cached in .cache/)
+    data_workers: int = 1         # processes drawing batches ahead of the trainer (0: in the trainer)
     val_drops: int = 64           # drops of a separate seed for validation
     snr_db: list = field(default_factory=lambda: [5.0, 25.0])        # detection / history SNR
     speed_kmh: list = field(default_factory=lambda: [10.0, 100.0])   # user speeds (prediction)
@@ -48,6 +58,9 @@ class TrainSpec:
     label_steps: int = 0          # precoding: steps on WMMSE's (p, lambda) before the rate loss
     val_every: int = 250
     checkpoint_every: int = 250
+    patience: int = 5             # validations without improvement before stopping (0: never stop early)
+    min_delta: float = 0.01       # dB: the smallest improvement of the validation score that counts
+    max_minutes: float = 0.0      # wall-clock cap in minutes (0: none)
     dataset: str = ""             # an exported HDF5 (`linksim dataset`) to train on instead of a pool
     # several tasks (one batch of each per step): weights of the per-task losses (default: each
     # task's own ``loss_weight``, e.g. prediction 1, detection 5, precoding 0.2), batch sizes
@@ -135,8 +148,9 @@ def read_agent(path: str | Path) -> AgentSpec:
             raise LinksimError(f"{f}: train.{key} = {value!r} must be >= 0")
         train[key] = value
     spec = TrainSpec(**train)
-    if spec.steps <= 0 or spec.batch_size <= 0 or spec.pool_drops <= 0 or spec.val_drops <= 0:
-        raise LinksimError(f"{f}: train.steps, batch_size, pool_drops and val_drops must be > 0")
+    if spec.steps <= 0 or spec.batch_size <= 0 or spec.val_drops <= 0 or spec.val_every <= 0 \
+            or spec.checkpoint_every <= 0:
+        raise LinksimError(f"{f}: train.steps, batch_size, val_drops, val_every and checkpoint_every must be > 0")
     seed = agent.get("seed", 0)
     if not isinstance(seed, int) or seed < 0:
         raise LinksimError(f"{f}: agent.seed must be an integer >= 0")

@@ -134,6 +134,8 @@ class Chain:
     #: the LLM instruction: (identifier, description, instruction); format fields in
     #: :func:`linksim.llm.prompt.dims_fields`
     prompt: tuple[str, str, str] = ()
+    #: the validation metric that picks an agent's best weights and stops training on a plateau
+    val_metric: str = ""
 
     # -- sizes ----------------------------------------------------------------------------
     @classmethod
@@ -284,6 +286,13 @@ class Chain:
                     max_batches: int) -> list[dict]:
         """Validation batches in the chain's own layout (what :meth:`measure` takes)."""
         raise LinksimError(f"task {self.task!r} is not trainable")
+
+    @classmethod
+    def score(cls, metrics: dict) -> float:
+        """The validation score, lower is better, in dB (so that the tasks of a multi-task agent
+        add up): here ``val_metric`` as it is (a metric in dB, lower better); a task whose metric
+        is not overrides it (detection: ``10 log10 SER``; precoding: ``-10 log10`` of the rate)."""
+        return float(metrics[f"val_{cls.val_metric}"])
 
     @staticmethod
     def summary(metrics: dict) -> dict:

@@ -2,6 +2,7 @@
 hard decisions -> SER, BER and the NMSE of the symbol estimates."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -78,6 +79,7 @@ class DetectionChain(Chain):
     default_x = "snr_db"
     must_match = ("num_bs_antennas", "num_users", "bits_per_symbol")
     references = ("lmmse",)
+    val_metric = "ser"
     loss_weight = 5.0
     prompt = (
         "[signal detection]",
@@ -122,6 +124,11 @@ class DetectionChain(Chain):
         return drops >= cfg.min_samples and acc["ser"].errors >= cfg.target_errors
 
     # -- training ---------------------------------------------------------------------------
+    @classmethod
+    def score(cls, metrics):
+        """``10 log10 SER`` (floored at 1e-6: a validation without errors)."""
+        return 10 * math.log10(max(float(metrics["val_ser"]), 1e-6))
+
     def train_samples(self, pool, layout, seed):
         """``[N*F, M, K]`` uplink matrices, one per drop and subcarrier."""
         return uplink(pool).contiguous()

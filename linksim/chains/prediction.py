@@ -70,6 +70,7 @@ class PredictionChain(Chain):
     default_x = "speed_kmh"
     must_match = ("num_subcarriers", "history", "horizon")     # per-antenna series: any M and K
     references = ("outdated", "ar")
+    val_metric = "nmse_db"
     loss_weight = 1.0
     prompt = (
         "[channel prediction]",

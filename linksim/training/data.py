@@ -49,3 +49,73 @@ class TaskData:
         """Validation batches in the chain's layout, from the pool in order, with the training
         ranges of SNR / power drawn per sample from a fixed ``seed``."""
         return self.chain.val_batches(self.pool, self.samples, size, seed, self.train, max_batches)
+
+
+class FreshData(TaskData):
+    """Samples of ``task`` from new drops every batch: the batch of seed ``s`` cuts the task's
+    samples from ``drops`` drops drawn with a seed derived from ``s`` (so it is a function of the
+    seed only, as a pool batch is), then draws the batch from them as :class:`TaskData` does.
+
+    :param source: the :class:`~linksim.channel.ChannelSource` of the pool's scenario
+    :param drops: drops per batch (enough for ``size`` samples: :func:`drops_per_batch`)
+    :param speed_kmh: a speed or ``(low, high)``, per user
+    :param num_users: K of the drops
+    :param num_time: time samples per drop
+    Other parameters as :class:`TaskData` (``pool``: the validation pool is separate).
+    """
+
+    def __init__(self, task: str, source, drops: int, speed_kmh, num_users: int, num_time: int,
+                 dims: Dims, sc: Scenario, train, seed: int, layout: str = "",
+                 users: tuple[int, int] | None = None):
+        self.task, self.dims, self.sc, self.train, self.users = task, dims, sc, train, users
+        self.chain = chain_class(task)(sc)
+        self.source, self.drops, self.speed = source, int(drops), speed_kmh
+        self.num_users, self.num_time, self.layout = num_users, num_time, layout
+        self.pool = self.samples = None
+
+    def __len__(self) -> int:
+        return self.drops
+
+    def batch(self, size: int, seed: int, stage: str = "labels") -> dict:
+        from ..config import derive_seed
+        h = self.source.sample(self.drops, speed_kmh=self.speed, num_users=self.num_users,
+                               num_time=self.num_time, seed=derive_seed(seed, "drops"))
+        samples = self.chain.train_samples(h.to(torch.complex64).cpu(), self.layout, seed)
+        return self.chain.train_batch(samples, size, generator(seed), self.train, stage, self.users)
+
+
+def drops_per_batch(task: str, sc: Scenario, size: int, layout: str, num_users: int, num_time: int) -> int:
+    """Drops a fresh batch of ``size`` samples needs: ``ceil(size / samples per drop)``, counted
+    by cutting one drop (e.g. detection: F subcarriers per drop; per-antenna prediction: K x M')."""
+    chain = chain_class(task)(sc)
+    m, f = sc.channel.num_bs_antennas, sc.channel.num_subcarriers
+    one = torch.zeros(1, num_time, num_users, m, f, dtype=torch.complex64)
+    per_drop = len(chain.train_samples(one, layout, 0))
+    return max(1, -(-size // per_drop))
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Step -> ``{task: batch}``, every task's training batch of that step: what the trainer's
+    data workers draw ahead of it (a :class:`torch.utils.data.DataLoader` over the steps).
+
+    :param datas: task -> its :class:`TaskData` / :class:`FreshData` and batch size
+    :param seed_of: ``(step, task) -> seed`` of that batch
+    :param stage_of: ``step -> stage``
+    """
+
+    def __init__(self, datas: dict, seed_of, stage_of):
+        self.datas, self.seed_of, self.stage_of = datas, seed_of, stage_of
+
+    def __getitem__(self, step: int) -> dict:
+        stage = self.stage_of(step)
+        return {t: d.batch(size, self.seed_of(step, t), stage) for t, (d, size) in self.datas.items()}
+
+
+def step_loader(batches: StepBatches, start: int, stop: int, workers: int):
+    """Batches of steps ``start .. stop-1`` in order, drawn by ``workers`` processes ahead of the
+    trainer (0: in the trainer's process). The loader has its own generator: the trainer's global
+    RNG (dropout) is left untouched, so a resumed run draws what an uninterrupted one does."""
+    return torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(start, stop),
+                                       num_workers=workers, prefetch_factor=4 if workers else None,
+                                       multiprocessing_context="fork" if workers else None,
+                                       generator=torch.Generator().manual_seed(0))

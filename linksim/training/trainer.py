@@ -17,16 +17,18 @@ import torch
 
 from ..agents import AgentBlock, agent_tasks
 from ..agents.base import Dims, build_model
-from ..agents.spec import read_agent, write_result
+from ..agents.spec import WEIGHTS, read_agent, write_result
 from ..blocks import get as get_block
 from ..chains import chain_class
+from ..channel import ChannelSource
 from ..channel.pool import channel_pool, dataset_pool
 from ..config import derive_seed
 from ..errors import LinksimError
 from ..registry import arch_spec, kind_of
 from ..results import versions
 from ..scenario import load_scenario
-from .data import TaskData
+from .data import FreshData, StepBatches, TaskData, drops_per_batch, step_loader
+from .stopping import Plateau
 
 LOG_COLUMNS = ("step", "task", "stage", "loss", "lr", "metric", "value")
 
@@ -77,7 +79,8 @@ def validate(model, task: str, batches: list[dict], reference: dict) -> dict:
 
 
 class _TaskRun:
-    """One task of a training run: its data, validation batches, reference metrics and weight."""
+    """One task of a training run: its data (fresh drops, a pool or a dataset), validation batches,
+    reference metrics and loss weight."""
 
     def __init__(self, task, spec, sc, dims, model, acc, cache, show):
         tr = spec.train
@@ -88,15 +91,21 @@ class _TaskRun:
         pool_sc = sc.replace(**{chain.section: {"num_users": users[1]}}) if users else sc
         layout = model.layouts.get(task, "")
         # a drop of one time sample has no Doppler: its pool keeps the scenario's speed
-        t = chain.num_time(sc)
+        t, k = chain.num_time(sc), chain.num_users(pool_sc)
         speed = tuple(tr.speed_kmh) if t > 1 else sc.channel.speed_kmh
 
         def pool(n, seed):
-            return channel_pool(pool_sc, n, seed, speed, cache, chain.num_users(pool_sc), t, task, show)
+            return channel_pool(pool_sc, n, seed, speed, cache, k, t, task, show)
 
-        train_pool = dataset_pool(tr.dataset, sc, task) if tr.dataset else pool(tr.pool_drops,
-                                                                                derive_seed(spec.seed, "train"))
-        self.data = TaskData(task, train_pool, dims, sc, tr, spec.seed, layout, users)
+        if tr.dataset:
+            self.data = TaskData(task, dataset_pool(tr.dataset, sc, task), dims, sc, tr, spec.seed, layout, users)
+        elif tr.pool_drops:
+            self.data = TaskData(task, pool(tr.pool_drops, derive_seed(spec.seed, "train")), dims, sc, tr,
+                                 spec.seed, layout, users)
+        else:
+            source = ChannelSource(pool_sc.replace(run={"device": "cpu"}), seed=derive_seed(spec.seed, "fresh"))
+            drops = drops_per_batch(task, pool_sc, self.batch_size, layout, k, t)
+            self.data = FreshData(task, source, drops, speed, k, t, dims, sc, tr, spec.seed, layout, users)
         val_data = TaskData(task, pool(tr.val_drops, derive_seed(spec.seed, "val")), dims, sc, tr,
                             spec.seed + 1, layout)
         self.val = [_to(b, acc.device) for b in val_data.val_batches(self.batch_size, spec.seed)]
@@ -116,10 +125,14 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     Several tasks (``agent.tasks``) train together: every step draws one batch of each task and
     minimises ``sum_t train.loss_weights[t] * loss_t`` (one gradient step on the paper's weighted
     objective; a random task per step would give each task a third of the steps and a noisier
-    mixture). Per-task losses, the weighted total (task ``all``) and each task's validation
-    metrics beside its classical references go to ``train_log.csv``.
+    mixture). Batches are drawn ahead of the trainer by ``train.data_workers`` processes, from new
+    drops each step by default. Training stops at ``steps``, at the wall-clock cap or on a
+    validation plateau (:class:`~linksim.training.stopping.Plateau`); the weights of the best
+    validation are saved. Per-task losses, the weighted total (task ``all``), each task's validation
+    metrics beside its classical references, and the data wait go to ``train_log.csv``.
     """
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
     from tqdm.auto import tqdm
 
     spec = read_agent(path)
@@ -131,8 +144,6 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     if steps is not None and steps <= 0:
         raise LinksimError(f"--steps must be > 0, got {steps}")
     total = steps or tr.steps
-
-    from accelerate.utils import DistributedDataParallelKwargs
 
     # a multi-task model's other heads take no part in one task's loss: DDP must allow that
     ddp = DistributedDataParallelKwargs(find_unused_parameters=len(arch_spec(spec.arch).tasks) > 1)
@@ -148,28 +159,44 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     show = progress and acc.is_local_main_process
     runs = [_TaskRun(t, spec, sc, dims, model, acc, cache, show) for t in tasks]
 
-    ckpt, state_file, log_file = spec.path / "checkpoint", spec.path / "checkpoint" / "step.json", \
-        spec.path / "train_log.csv"
+    ckpt, log_file = spec.path / "checkpoint", spec.path / "train_log.csv"
+    state_file, best_dir = ckpt / "step.json", ckpt / "best"
     start, wall_before = 0, 0.0
+    plateau = Plateau(tr.patience, tr.min_delta)
+    best_metrics: dict = {}
     # the global RNG (dropout) starts from the seed, whether or not the pools above came from a cache
     torch.manual_seed(derive_seed(spec.seed, "train-rng"))
     if resume and state_file.is_file():
         acc.load_state(str(ckpt))
         st = json.loads(state_file.read_text())
         start, wall_before = st["step"], st["wall_time_s"]
+        plateau = Plateau(**st.get("plateau", plateau.state()))
+        best_metrics = st.get("best_metrics", {})
     elif log_file.exists():
         log_file.unlink()
+    batches = StepBatches({r.task: (r.data, r.batch_size) for r in runs},
+                          lambda step, task: _step_seed(spec, step, task, single, acc.process_index),
+                          lambda step: "labels" if step < tr.label_steps else "rate")
     t0 = time.time()
-    log_rows = []
+    log_rows, metrics, stopped, waited = [], {}, "steps", 0.0
     bar = tqdm(total=total, initial=start, desc=f"train {spec.path.name}", unit="step", disable=not show)
-    metrics: dict = {}
+    loader = iter(step_loader(batches, start, total, tr.data_workers))
+    done = start
     for step in range(start, total):
-        stage = "labels" if step < tr.label_steps else "rate"
+        if plateau.stop():
+            stopped = "plateau"
+            break
+        if tr.max_minutes and wall_before + time.time() - t0 > 60 * tr.max_minutes:
+            stopped = "wall clock"
+            break
+        stage = batches.stage_of(step)
+        tw = time.time()
+        step_batches = next(loader)
+        waited += time.time() - tw
         opt.zero_grad()
         step_loss, rows = 0.0, []
         for run in runs:
-            seed = _step_seed(spec, step, run.task, single, acc.process_index)
-            batch = _to(run.data.batch(run.batch_size, seed, stage), acc.device) | {"task": run.task}
+            batch = _to(step_batches[run.task], acc.device) | {"task": run.task}
             loss = wrapped(batch)
             lv = loss.detach().item()
             if not torch.isfinite(loss):
@@ -191,20 +218,30 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
         if done % tr.val_every == 0 or done == total:
             metrics = _validate_all(acc.unwrap_model(wrapped).model, runs)
             log_rows += [(done, t, stage, "", "", k, v) for t, m in metrics.items() for k, v in m.items()]
+            log_rows.append((done, "all", stage, "", "", "data_wait_s", round(waited, 3)))
+            if plateau.update(_score(metrics), done) and acc.is_main_process:
+                acc.unwrap_model(wrapped).model.save_weights(_fresh_dir(best_dir))
+                best_metrics = metrics
         if done % tr.checkpoint_every == 0 or done == total:
-            if acc.is_main_process:
-                _append_log(log_file, log_rows)
+            _checkpoint(acc, ckpt, log_file, log_rows, state_file, done, wall_before + time.time() - t0,
+                        plateau, best_metrics)
             log_rows = []
-            acc.save_state(str(ckpt))          # every process: Accelerate writes from the main one
-            if acc.is_main_process:
-                state_file.write_text(json.dumps({"step": done, "wall_time_s": wall_before + time.time() - t0}))
     bar.close()
+    if log_rows:
+        _checkpoint(acc, ckpt, log_file, log_rows, state_file, done, wall_before + time.time() - t0,
+                    plateau, best_metrics)
     acc.wait_for_everyone()
     net = acc.unwrap_model(wrapped).model
-    if not metrics:
+    if best_metrics and (best_dir / WEIGHTS).is_file():
+        net.load_weights(best_dir)                       # the best validated weights are the agent's
+        metrics = best_metrics
+    elif not metrics:
         metrics = _validate_all(net, runs)
-    result = {("task" if single else "tasks"): tasks[0] if single else list(tasks), "steps": total,
+    steps_run = max(done - start, 1)
+    result = {("task" if single else "tasks"): tasks[0] if single else list(tasks), "steps": done,
+              "best_step": plateau.best_step or done, "stopped": stopped,
               "wall_time_s": round(wall_before + time.time() - t0, 1),
+              "data_wait_fraction": round(waited / max(time.time() - t0, 1e-9), 4) if steps_run else 0.0,
               "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
               "scenario_hash": sc.hash, "dims": dims.as_dict()}
     result |= metrics[tasks[0]] if single else metrics
@@ -217,6 +254,28 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
         net.save_weights(spec.path)
         write_result(spec, result)
     return result
+
+
+def _score(metrics: dict) -> float:
+    """The run's validation score: the tasks' scores (dB, lower is better) summed."""
+    return sum(chain_class(t).score(m) for t, m in metrics.items())
+
+
+def _fresh_dir(path: Path) -> Path:
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def _checkpoint(acc, ckpt, log_file, log_rows, state_file, done, wall_s, plateau, best_metrics) -> None:
+    """Append the log, save the optimiser/model/RNG state and the stopping state (resume point)."""
+    if acc.is_main_process:
+        _append_log(log_file, log_rows)
+    acc.save_state(str(ckpt))          # every process: Accelerate writes from the main one
+    if acc.is_main_process:
+        state_file.write_text(json.dumps({"step": done, "wall_time_s": wall_s, "plateau": plateau.state(),
+                                          "best_metrics": best_metrics}))
 
 
 def _validate_all(model, runs) -> dict:
