@@ -119,9 +119,17 @@ def cmd_paper(a):
 
 def cmd_train(a):
     from .training import train_agent
+    from .training.guard import check_overwrite, trial_copy
 
-    for d in a.agent_dirs:
-        result = train_agent(d, steps=a.steps, resume=not a.restart, progress=not a.quiet)
+    dirs = [trial_copy(d, a.out) for d in a.agent_dirs] if a.out else a.agent_dirs
+    if len({Path(d).resolve() for d in dirs}) != len(dirs):
+        raise LinksimError(f"train: {' '.join(a.agent_dirs)}: the same folder (or, with --out, the "
+                           "same folder name) given twice")
+    for d in dirs:                       # every folder before any training starts
+        check_overwrite(d, a.force)
+    for d in dirs:
+        result = train_agent(d, steps=a.steps, resume=not a.restart, progress=not a.quiet,
+                             overwrite=a.force)
         shown = {k: v for k, v in result.items() if k.startswith("val_") or k in ("steps", "wall_time_s")}
         print(f"{d}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
 
@@ -173,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("agent_dirs", nargs="+", metavar="AGENT_DIR")
     s.add_argument("--steps", type=int, help="override train.steps (e.g. a short trial)")
     s.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    s.add_argument("--out", help="train a copy of each agent in OUT/<name> (e.g. a short trial); the "
+                   "given folders stay as they are")
+    s.add_argument("--force", action="store_true", help="retrain an agent that is already trained, "
+                   "replacing its weights (refused without it)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_train)
 

@@ -121,3 +121,31 @@ def test_inf_output_is_caught_in_every_chain(capsys, tiny_toml, tmp_path, monkey
     err = _cli_error(capsys, _sweep_argv(tiny_toml(), out, over, task=task, blocks=blocks))
     assert f"block '{blocks}' at {over}: " in err and "non-finite values (NaN/Inf)" in err
     assert not (out / "results.csv").exists()
+
+
+# -- every bad input: exit 2, one line naming the culprit, nothing computed or overwritten ----------
+def _trained_agent(tmp_path, tiny_toml):
+    """A folder that looks trained (weights + [result] sizes); its bytes must survive."""
+    d = tmp_path / "agent"
+    d.mkdir()
+    (d / "agent.toml").write_text(f'[agent]\narch = "dnn"\nscenario = "{tiny_toml()}"\n'
+                                  "[result]\nsteps = 7\n[result.dims]\nnum_bs_antennas = 8\n")
+    (d / "model.safetensors").write_bytes(b"trained weights")
+    return d
+
+
+BAD_INPUTS = [
+    pytest.param(lambda tmp, toml: ["train", str(_trained_agent(tmp, toml)), "--steps", "5"],
+                 ["agent: already trained (7 steps in model.safetensors)", "--out DIR", "--force"],
+                 id="train-over-trained-agent"),
+]
+
+
+@pytest.mark.parametrize("make_argv, named", BAD_INPUTS)
+def test_bad_input_gives_one_line_and_keeps_files(capsys, tiny_toml, tmp_path, no_compute,
+                                                  make_argv, named):
+    argv = make_argv(tmp_path, tiny_toml)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    err = _cli_error(capsys, argv)
+    assert all(n in err for n in named), err
+    assert {p: p.read_bytes() for p in before} == before       # nothing given was changed

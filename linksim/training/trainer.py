@@ -27,6 +27,7 @@ from ..registry import arch_spec, kind_of
 from ..results import versions
 from ..scenario import load_scenario
 from .data import TaskData
+from .guard import check_overwrite
 
 LOG_COLUMNS = ("step", "task", "stage", "loss", "lr", "metric", "value")
 
@@ -110,7 +111,7 @@ def _step_seed(spec, step: int, task: str, single: bool, process: int) -> int:
 
 
 def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
-                progress: bool = True) -> dict:
+                progress: bool = True, overwrite: bool = False) -> dict:
     """Train the agent in ``path`` per its agent.toml; returns the ``[result]`` table written.
 
     Several tasks (``agent.tasks``) train together: every step draws one batch of each task and
@@ -118,7 +119,11 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     objective; a random task per step would give each task a third of the steps and a noisier
     mixture). Per-task losses, the weighted total (task ``all``) and each task's validation
     metrics beside its classical references go to ``train_log.csv``.
+
+    A trained agent (weights and ``[result]``) is refused unless ``overwrite`` is set
+    (:func:`~linksim.training.guard.check_overwrite`), before anything is built.
     """
+    check_overwrite(path, overwrite)
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
