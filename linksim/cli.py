@@ -30,7 +30,10 @@ def cmd_sweep(a):
     from .plots import plot_dir
     from .sweep import sweep
 
-    store = sweep(a.scenario, a.task, [b for b in a.blocks.split(",") if b], a.over, a.out,
+    if a.over and len(a.over) > 1:
+        raise LinksimError(f"--over given {len(a.over)} times ({', '.join(a.over)}): a sweep runs over "
+                           "one parameter; run one sweep per parameter (into its own --out)")
+    store = sweep(a.scenario, a.task, [b for b in a.blocks.split(",") if b], a.over and a.over[0], a.out,
                   progress=not a.quiet, backend=a.backend)
     print(f"{store.csv} ({len(store.rows)} rows)")
     if a.plot:
@@ -149,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", required=True, help="prediction, precoding, detection, loop, coded, or a "
                    "task a plugin registers (linksim list)")
     s.add_argument("--blocks", required=True, help="comma-separated block names, e.g. zf,rzf,wmmse")
-    s.add_argument("--over", help="NAME=START:STOP:STEP (STOP included) or NAME=V1,V2; NAME in "
-                   "snr_db, speed_kmh, tx_power_dbw, num_users")
+    s.add_argument("--over", action="append", help="NAME=START:STOP:STEP (STOP included) or "
+                   "NAME=V1,V2; NAME in snr_db, speed_kmh, tx_power_dbw, num_users; once (one "
+                   "parameter per sweep)")
     s.add_argument("--out", required=True, help="output folder (results.csv, meta.json)")
     s.add_argument("--plot", action="store_true", help="also draw the figures")
     _backend_option(s)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LinksimError
+from .errors import LinksimError, read_text
 
 
 def _pos(v):
@@ -262,9 +262,12 @@ def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
     if not p.is_file():
         raise LinksimError(f"scenario file not found: {p}")
-    text = p.read_text()
+    text = read_text(p)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise LinksimError(f"{p}: not valid TOML ({e})") from None
+    if not data:
+        raise LinksimError(f"{p}: empty scenario (no keys or tables); start from a copy of "
+                           "scenarios/quick.toml")
     return from_dict(data, str(p), text)

@@ -56,6 +56,18 @@ def _grid(text: str, start: float, stop: float, step: float) -> list[float]:
     return [float(v) for v in np.round(np.arange(start, stop + step / 2, step), 10)]
 
 
+def _point(chain, x_name: str, x: float):
+    """The point ``x_name = x``; a value the scenario's rules refuse is blamed on ``--over``."""
+    try:
+        return chain.point(x_name, x)
+    except LinksimError as e:
+        msg = str(e)
+        if msg.startswith("--over"):
+            raise
+        msg = msg.removeprefix(f"{chain.scenario.path}: ")
+        raise LinksimError(f"--over {x_name}={x:g}: {msg}") from None
+
+
 def block_label(name: str) -> str:
     """The ``block`` column: the name, or an agent's folder name."""
     return "+".join(Path(p[6:]).name if p.startswith("agent:") else p for p in name.split("+"))
@@ -108,7 +120,7 @@ def plan(scenario: Scenario, task: str, blocks: list[str], over: str | None) -> 
         raise LinksimError("--blocks: give at least one block name")
     x_name, values = parse_over(over)
     chain = cls(scenario)
-    points = [chain.point(x_name, v) for v in values] if values else [chain.point()]
+    points = [_point(chain, x_name, v) for v in values] if values else [chain.point()]
     labels = {block_label(n): n for n in blocks}
     if len(labels) != len(blocks):
         raise LinksimError(f"--blocks: duplicate block names in {','.join(blocks)}")
