@@ -164,7 +164,8 @@ class Scenario:
 
     def validate(self) -> None:
         """Cross-field checks (one clear line each): every table with users has at most as many
-        as the BS has antennas, then each table's own ``validate``."""
+        as the BS has antennas, each table's own ``validate``, then the physical and numerical
+        limits (:func:`linksim.limits.check_limits`: Doppler vs CSI sampling, powers vs precision)."""
         m = self.channel.num_bs_antennas
         for sec, table in self.sections.items():
             k = getattr(table, "num_users", None)
@@ -173,6 +174,10 @@ class Scenario:
                                    "(zero-forcing needs num_users <= bs antennas)")
             if hasattr(table, "validate"):
                 table.validate(self.path, self)
+        from .limits import check_limits
+        reason = check_limits(self)
+        if reason:
+            raise LinksimError(f"{self.path}: {reason}")
 
 
 _CORE = {"channel": Channel, "run": Run}

@@ -1,5 +1,7 @@
 """Bad sweep input is refused in one line (exit 2) before anything is computed, and a block that
 returns NaN/Inf stops the sweep without writing a row for that point (earlier rows stay)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -134,10 +136,67 @@ def _trained_agent(tmp_path, tiny_toml):
     return d
 
 
+def _file(tmp_path, name, data: bytes):
+    p = tmp_path / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return str(p)
+
+
+def _latin1_agent(tmp_path, tiny_toml):
+    d = tmp_path / "latin"
+    _file(tmp_path, "latin/agent.toml", f'# Fran\xe7ois\n[agent]\narch = "dnn"\nscenario = "{tiny_toml()}"\n'
+          .encode("latin-1"))
+    return str(d)
+
+
+SHIPPED_CSV = Path(__file__).parent.parent / "results" / "baselines" / "detection-paper" / "results.csv"
+
+
+def _sweep(over, scenario=None, task="precoding", blocks="zf"):
+    """argv of a sweep of the tiny scenario (or ``scenario(tmp, tiny_toml)``) with ``over``."""
+    def make(tmp, toml):
+        sc = scenario(tmp, toml) if scenario else toml()
+        overs = [over] if isinstance(over, str) else over or []
+        return _sweep_argv(sc, tmp / "o", task=task, blocks=blocks)[:-1] + \
+            [a for o in overs for a in ("--over", o)] + ["--quiet"]
+    return make
+
+
 BAD_INPUTS = [
     pytest.param(lambda tmp, toml: ["train", str(_trained_agent(tmp, toml)), "--steps", "5"],
                  ["agent: already trained (7 steps in model.safetensors)", "--out DIR", "--force"],
                  id="train-over-trained-agent"),
+    pytest.param(lambda tmp, toml: ["plot", str(Path(_file(tmp, "bin/results.csv", bytes(range(256)))).parent)],
+                 ["bin/results.csv: not a linksim results file (not UTF-8 text)"], id="plot-binary-csv"),
+    pytest.param(lambda tmp, toml: ["plot", str(Path(_file(tmp, "g/results.csv", SHIPPED_CSV.read_bytes()
+                                                         + b"garbage,line\n")).parent)],
+                 ["g/results.csv: line", "is not a results row", "damaged"], id="plot-garbage-line"),
+    pytest.param(_sweep("snr_db=10", lambda tmp, toml: _file(tmp, "s.toml", b'name = "caf\xe9"\n')),
+                 ["s.toml: not UTF-8 text (byte 0xe9 at offset 11)"], id="scenario-latin1"),
+    pytest.param(_sweep("snr_db=10", lambda tmp, toml: _file(tmp, "s.toml", bytes(range(256)))),
+                 ["s.toml: not UTF-8 text (byte 0x80 at offset 128)"], id="scenario-binary"),
+    pytest.param(lambda tmp, toml: ["train", _latin1_agent(tmp, toml)],
+                 ["latin/agent.toml: not UTF-8 text (byte 0xe7"], id="agent-toml-latin1"),
+    pytest.param(_sweep("snr_db=10", lambda tmp, toml: _file(tmp, "e.toml", b"# nothing\n\n")),
+                 ["e.toml: empty scenario"], id="scenario-empty"),
+    pytest.param(_sweep(["tx_power_dbw=0:10:5", "num_users=1,2"]),
+                 ["--over given 2 times (tx_power_dbw=0:10:5, num_users=1,2)", "one parameter"],
+                 id="over-twice"),
+    pytest.param(_sweep("num_users=0"), ["--over num_users=0: precoding.num_users = 0 must be > 0"],
+                 id="over-breaks-size-rule"),
+    pytest.param(_sweep("speed_kmh=30,1e6", task="prediction", blocks="ar"),
+                 ["--over speed_kmh=1e+06: channel.speed_kmh = 1e+06 is at or beyond 449.7 km/h",
+                  "Nyquist rate 1/(2*sample_spacing_s) = 1000 Hz"], id="speed-beyond-nyquist"),
+    pytest.param(_sweep("tx_power_dbw=500"),
+                 ["--over tx_power_dbw=500: precoding.tx_power_dbw = 500 is beyond +-192.7 dBW"],
+                 id="power-beyond-single-range"),
+    pytest.param(_sweep("tx_power_dbw=0,60"),
+                 ["--over tx_power_dbw=60: precoding.tx_power_dbw - noise_power_dbw = 70 dB is beyond "
+                  "+-69.2 dB", 'run.precision = "double"'], id="power-ratio-beyond-single"),
+    pytest.param(_sweep("snr_db=200", scenario=lambda tmp, toml: toml('precision = "double"')),
+                 ["--over snr_db=200: precoding.tx_power_dbw - noise_power_dbw = 200 dB is beyond "
+                  "+-156.5 dB"], id="power-ratio-beyond-double"),
 ]
 
 
