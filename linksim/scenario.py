@@ -163,15 +163,11 @@ class Scenario:
         return from_dict(d, self.path, self.source)
 
     def validate(self) -> None:
-        """Cross-field checks (one clear line each): every table with users has at most as many
-        as the BS has antennas, each table's own ``validate``, then the physical and numerical
-        limits (:func:`linksim.limits.check_limits`: Doppler vs CSI sampling, powers vs precision)."""
-        m = self.channel.num_bs_antennas
-        for sec, table in self.sections.items():
-            k = getattr(table, "num_users", None)
-            if k is not None and k > m:
-                raise LinksimError(f"{self.path}: {sec}.num_users = {k} exceeds the {m} BS antennas "
-                                   "(zero-forcing needs num_users <= bs antennas)")
+        """Cross-field checks (one clear line each): each table's own ``validate``, then the
+        physical and numerical limits (:func:`linksim.limits.check_limits`: Doppler vs CSI
+        sampling, powers vs precision). More users than BS antennas (K > M) is a valid, overloaded
+        system: the blocks that cannot serve it refuse it (``serves_overloaded``)."""
+        for table in self.sections.values():
             if hasattr(table, "validate"):
                 table.validate(self.path, self)
         from .limits import check_limits

@@ -150,6 +150,12 @@ def _latin1_agent(tmp_path, tiny_toml):
     return str(d)
 
 
+def _nine_users(tmp_path, tiny_toml):
+    """The tiny scenario (8 antennas) with 9 detection users: valid, overloaded."""
+    text = Path(tiny_toml()).read_text().replace("[detection]\nnum_users = 2", "[detection]\nnum_users = 9")
+    return _file(tmp_path, "k9.toml", text.encode())
+
+
 SHIPPED_CSV = Path(__file__).parent.parent / "results" / "baselines" / "detection-paper" / "results.csv"
 
 
@@ -197,6 +203,19 @@ BAD_INPUTS = [
     pytest.param(_sweep("snr_db=200", scenario=lambda tmp, toml: toml('precision = "double"')),
                  ["--over snr_db=200: precoding.tx_power_dbw - noise_power_dbw = 200 dB is beyond "
                   "+-156.5 dB"], id="power-ratio-beyond-double"),
+    pytest.param(_sweep("num_users=2,9", blocks="rzf,zf"),
+                 ["--over num_users=9: block 'zf' needs num_users <= BS antennas, got K=9 > M=8"],
+                 id="zf-overloaded"),
+    pytest.param(_sweep("num_users=9", task="detection", blocks="lmmse,zf_det"),
+                 ["--over num_users=9: block 'zf_det' needs num_users <= BS antennas"], id="zf_det-overloaded"),
+    pytest.param(_sweep("num_users=9", task="coded", blocks="kbest"),
+                 ["--over num_users=9: block 'kbest' needs num_users <= BS antennas"], id="kbest-overloaded"),
+    pytest.param(_sweep("num_users=9", task="loop", blocks="ar+wmmse,outdated+zf"),
+                 ["--over num_users=9: block 'outdated+zf' needs num_users <= BS antennas"],
+                 id="loop-zf-overloaded"),
+    pytest.param(_sweep(None, task="detection", blocks="zf_det", scenario=_nine_users),
+                 ["k9.toml: block 'zf_det' needs num_users <= BS antennas, got K=9 > M=8"],
+                 id="zf_det-overloaded-scenario"),
 ]
 
 

@@ -26,6 +26,9 @@ class Block(torch.nn.Module):
 
     kind = ""
     serves = ""
+    #: whether the block is defined for more users than BS antennas (K > M); a sweep refuses a
+    #: point with K > M for a block that is not (``zf``, ``zf_det``, ``kbest``) before any compute
+    serves_overloaded = True
 
     def __init__(self, precision: str | None = None, device: str | torch.device | None = None):
         super().__init__()
