@@ -216,7 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: what an interrupted command kept, by command (the rest: finished points are kept)
+_INTERRUPTED = {
+    "dataset": "nothing was written (the partial file was removed); re-run the command to start over",
+    "train": "the last checkpoint is kept; re-run the command to resume from it",
+    "plot": "some figures may be missing; re-run the command",
+    "list": "",
+}
+
+
 def main(argv=None) -> int:
+    args = None
     try:
         args = build_parser().parse_args(argv)
         args.func(args)
@@ -227,8 +237,9 @@ def main(argv=None) -> int:
         print(f"linksim: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("linksim: interrupted; finished points are saved, re-run the command to resume",
-              file=sys.stderr)
+        kept = _INTERRUPTED.get(getattr(args, "command", "list"),
+                                "finished points are saved; re-run the command to resume")
+        print("linksim: interrupted" + (f"; {kept}" if kept else ""), file=sys.stderr)
         return 130
     return 0
 

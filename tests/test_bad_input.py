@@ -156,6 +156,10 @@ def _nine_users(tmp_path, tiny_toml):
     return _file(tmp_path, "k9.toml", text.encode())
 
 
+def _dataset_argv(scenario, out):
+    return ["dataset", str(scenario), "--task", "detection", "--n", "2", "--out", str(out), "--quiet"]
+
+
 SHIPPED_CSV = Path(__file__).parent.parent / "results" / "baselines" / "detection-paper" / "results.csv"
 
 
@@ -213,6 +217,10 @@ BAD_INPUTS = [
     pytest.param(_sweep("num_users=9", task="loop", blocks="ar+wmmse,outdated+zf"),
                  ["--over num_users=9: block 'outdated+zf' needs num_users <= BS antennas"],
                  id="loop-zf-overloaded"),
+    pytest.param(lambda tmp, toml: _dataset_argv(toml(), tmp),
+                 ["is a folder; give the file to write"], id="dataset-out-is-folder"),
+    pytest.param(lambda tmp, toml: _dataset_argv(toml(), Path(_file(tmp, "f", b"")) / "cp.h5"),
+                 ["f/cp.h5: cannot write it (Not a directory)"], id="dataset-out-unwritable"),
     pytest.param(_sweep(None, task="detection", blocks="zf_det", scenario=_nine_users),
                  ["k9.toml: block 'zf_det' needs num_users <= BS antennas, got K=9 > M=8"],
                  id="zf_det-overloaded-scenario"),
@@ -227,3 +235,18 @@ def test_bad_input_gives_one_line_and_keeps_files(capsys, tiny_toml, tmp_path, n
     err = _cli_error(capsys, argv)
     assert all(n in err for n in named), err
     assert {p: p.read_bytes() for p in before} == before       # nothing given was changed
+
+
+def test_interrupted_dataset_leaves_no_partial_file_and_says_so(capsys, tiny_toml, tmp_path, monkeypatch):
+    from linksim.channel import ChannelSource
+    real = ChannelSource.stream
+
+    def one_batch_then_ctrl_c(self, *a, **k):
+        yield next(real(self, *a, **k))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ChannelSource, "stream", one_batch_then_ctrl_c)
+    assert main(_dataset_argv(tiny_toml(), tmp_path / "cp.h5")) == 130
+    assert capsys.readouterr().err.strip() == ("linksim: interrupted; nothing was written (the partial "
+                                               "file was removed); re-run the command to start over")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
