@@ -139,7 +139,7 @@ def test_trains_on_an_exported_dataset_and_checks_it(tmp_path, tiny_toml):
     assert train_agent(d, progress=False)["steps"] == 3
     (d / "agent.toml").write_text((d / "agent.toml").read_text().replace("det.h5", "pre.h5"))
     with pytest.raises(LinksimError, match="holds 'precoding' channels"):
-        train_agent(d, progress=False, resume=False)
+        train_agent(d, progress=False, resume=False, overwrite=True)
 
 
 def test_sweep_refuses_to_mix_results_of_retrained_agents(tmp_path, tiny_toml):
