@@ -30,7 +30,7 @@ bench: $(STAMP)
 # retrain the shipped agents (about 50 min on one core, plus ~45 min for llm-multitask), then
 # redraw results/baselines/
 agents: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/linksim train agents/*/
+	OMP_NUM_THREADS=1 $(BIN)/linksim train --force agents/*/
 
 baselines: $(STAMP)
 	$(BIN)/linksim baselines --out results/baselines

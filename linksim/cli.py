@@ -30,7 +30,10 @@ def cmd_sweep(a):
     from .plots import plot_dir
     from .sweep import sweep
 
-    store = sweep(a.scenario, a.task, [b for b in a.blocks.split(",") if b], a.over, a.out,
+    if a.over and len(a.over) > 1:
+        raise LinksimError(f"--over given {len(a.over)} times ({', '.join(a.over)}): a sweep runs over "
+                           "one parameter; run one sweep per parameter (into its own --out)")
+    store = sweep(a.scenario, a.task, [b for b in a.blocks.split(",") if b], a.over and a.over[0], a.out,
                   progress=not a.quiet, backend=a.backend)
     print(f"{store.csv} ({len(store.rows)} rows)")
     if a.plot:
@@ -119,9 +122,17 @@ def cmd_paper(a):
 
 def cmd_train(a):
     from .training import train_agent
+    from .training.guard import check_overwrite, trial_copy
 
-    for d in a.agent_dirs:
-        result = train_agent(d, steps=a.steps, resume=not a.restart, progress=not a.quiet)
+    dirs = [trial_copy(d, a.out) for d in a.agent_dirs] if a.out else a.agent_dirs
+    if len({Path(d).resolve() for d in dirs}) != len(dirs):
+        raise LinksimError(f"train: {' '.join(a.agent_dirs)}: the same folder (or, with --out, the "
+                           "same folder name) given twice")
+    for d in dirs:                       # every folder before any training starts
+        check_overwrite(d, a.force)
+    for d in dirs:
+        result = train_agent(d, steps=a.steps, resume=not a.restart, progress=not a.quiet,
+                             overwrite=a.force)
         shown = {k: v for k, v in result.items() if k.startswith("val_") or k in ("steps", "wall_time_s")}
         print(f"{d}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
 
@@ -141,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", required=True, help="prediction, precoding, detection, loop, coded, or a "
                    "task a plugin registers (linksim list)")
     s.add_argument("--blocks", required=True, help="comma-separated block names, e.g. zf,rzf,wmmse")
-    s.add_argument("--over", help="NAME=START:STOP:STEP (STOP included) or NAME=V1,V2; NAME in "
-                   "snr_db, speed_kmh, tx_power_dbw, num_users")
+    s.add_argument("--over", action="append", help="NAME=START:STOP:STEP (STOP included) or "
+                   "NAME=V1,V2; NAME in snr_db, speed_kmh, tx_power_dbw, num_users; once (one "
+                   "parameter per sweep)")
     s.add_argument("--out", required=True, help="output folder (results.csv, meta.json)")
     s.add_argument("--plot", action="store_true", help="also draw the figures")
     _backend_option(s)
@@ -173,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("agent_dirs", nargs="+", metavar="AGENT_DIR")
     s.add_argument("--steps", type=int, help="override train.steps (e.g. a short trial)")
     s.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    s.add_argument("--out", help="train a copy of each agent in OUT/<name> (e.g. a short trial); the "
+                   "given folders stay as they are")
+    s.add_argument("--force", action="store_true", help="retrain an agent that is already trained, "
+                   "replacing its weights (refused without it)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_train)
 
@@ -200,7 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: what an interrupted command kept, by command (the rest: finished points are kept)
+_INTERRUPTED = {
+    "dataset": "nothing was written (the partial file was removed); re-run the command to start over",
+    "train": "the last checkpoint is kept; re-run the command to resume from it",
+    "plot": "some figures may be missing; re-run the command",
+    "list": "",
+}
+
+
 def main(argv=None) -> int:
+    args = None
     try:
         args = build_parser().parse_args(argv)
         args.func(args)
@@ -211,8 +237,9 @@ def main(argv=None) -> int:
         print(f"linksim: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("linksim: interrupted; finished points are saved, re-run the command to resume",
-              file=sys.stderr)
+        kept = _INTERRUPTED.get(getattr(args, "command", "list"),
+                                "finished points are saved; re-run the command to resume")
+        print("linksim: interrupted" + (f"; {kept}" if kept else ""), file=sys.stderr)
         return 130
     return 0
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LinksimError
+from .errors import LinksimError, read_text
 
 
 def _pos(v):
@@ -163,16 +163,17 @@ class Scenario:
         return from_dict(d, self.path, self.source)
 
     def validate(self) -> None:
-        """Cross-field checks (one clear line each): every table with users has at most as many
-        as the BS has antennas, then each table's own ``validate``."""
-        m = self.channel.num_bs_antennas
-        for sec, table in self.sections.items():
-            k = getattr(table, "num_users", None)
-            if k is not None and k > m:
-                raise LinksimError(f"{self.path}: {sec}.num_users = {k} exceeds the {m} BS antennas "
-                                   "(zero-forcing needs num_users <= bs antennas)")
+        """Cross-field checks (one clear line each): each table's own ``validate``, then the
+        physical and numerical limits (:func:`linksim.limits.check_limits`: Doppler vs CSI
+        sampling, powers vs precision). More users than BS antennas (K > M) is a valid, overloaded
+        system: the blocks that cannot serve it refuse it (``serves_overloaded``)."""
+        for table in self.sections.values():
             if hasattr(table, "validate"):
                 table.validate(self.path, self)
+        from .limits import check_limits
+        reason = check_limits(self)
+        if reason:
+            raise LinksimError(f"{self.path}: {reason}")
 
 
 _CORE = {"channel": Channel, "run": Run}
@@ -262,9 +263,12 @@ def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
     if not p.is_file():
         raise LinksimError(f"scenario file not found: {p}")
-    text = p.read_text()
+    text = read_text(p)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise LinksimError(f"{p}: not valid TOML ({e})") from None
+    if not data:
+        raise LinksimError(f"{p}: empty scenario (no keys or tables); start from a copy of "
+                           "scenarios/quick.toml")
     return from_dict(data, str(p), text)

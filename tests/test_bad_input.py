@@ -1,5 +1,7 @@
 """Bad sweep input is refused in one line (exit 2) before anything is computed, and a block that
 returns NaN/Inf stops the sweep without writing a row for that point (earlier rows stay)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -121,3 +123,130 @@ def test_inf_output_is_caught_in_every_chain(capsys, tiny_toml, tmp_path, monkey
     err = _cli_error(capsys, _sweep_argv(tiny_toml(), out, over, task=task, blocks=blocks))
     assert f"block '{blocks}' at {over}: " in err and "non-finite values (NaN/Inf)" in err
     assert not (out / "results.csv").exists()
+
+
+# -- every bad input: exit 2, one line naming the culprit, nothing computed or overwritten ----------
+def _trained_agent(tmp_path, tiny_toml):
+    """A folder that looks trained (weights + [result] sizes); its bytes must survive."""
+    d = tmp_path / "agent"
+    d.mkdir()
+    (d / "agent.toml").write_text(f'[agent]\narch = "dnn"\nscenario = "{tiny_toml()}"\n'
+                                  "[result]\nsteps = 7\n[result.dims]\nnum_bs_antennas = 8\n")
+    (d / "model.safetensors").write_bytes(b"trained weights")
+    return d
+
+
+def _file(tmp_path, name, data: bytes):
+    p = tmp_path / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return str(p)
+
+
+def _latin1_agent(tmp_path, tiny_toml):
+    d = tmp_path / "latin"
+    _file(tmp_path, "latin/agent.toml", f'# Fran\xe7ois\n[agent]\narch = "dnn"\nscenario = "{tiny_toml()}"\n'
+          .encode("latin-1"))
+    return str(d)
+
+
+def _nine_users(tmp_path, tiny_toml):
+    """The tiny scenario (8 antennas) with 9 detection users: valid, overloaded."""
+    text = Path(tiny_toml()).read_text().replace("[detection]\nnum_users = 2", "[detection]\nnum_users = 9")
+    return _file(tmp_path, "k9.toml", text.encode())
+
+
+def _dataset_argv(scenario, out):
+    return ["dataset", str(scenario), "--task", "detection", "--n", "2", "--out", str(out), "--quiet"]
+
+
+SHIPPED_CSV = Path(__file__).parent.parent / "results" / "baselines" / "detection-paper" / "results.csv"
+
+
+def _sweep(over, scenario=None, task="precoding", blocks="zf"):
+    """argv of a sweep of the tiny scenario (or ``scenario(tmp, tiny_toml)``) with ``over``."""
+    def make(tmp, toml):
+        sc = scenario(tmp, toml) if scenario else toml()
+        overs = [over] if isinstance(over, str) else over or []
+        return _sweep_argv(sc, tmp / "o", task=task, blocks=blocks)[:-1] + \
+            [a for o in overs for a in ("--over", o)] + ["--quiet"]
+    return make
+
+
+BAD_INPUTS = [
+    pytest.param(lambda tmp, toml: ["train", str(_trained_agent(tmp, toml)), "--steps", "5"],
+                 ["agent: already trained (7 steps in model.safetensors)", "--out DIR", "--force"],
+                 id="train-over-trained-agent"),
+    pytest.param(lambda tmp, toml: ["plot", str(Path(_file(tmp, "bin/results.csv", bytes(range(256)))).parent)],
+                 ["bin/results.csv: not a linksim results file (not UTF-8 text)"], id="plot-binary-csv"),
+    pytest.param(lambda tmp, toml: ["plot", str(Path(_file(tmp, "g/results.csv", SHIPPED_CSV.read_bytes()
+                                                         + b"garbage,line\n")).parent)],
+                 ["g/results.csv: line", "is not a results row", "damaged"], id="plot-garbage-line"),
+    pytest.param(_sweep("snr_db=10", lambda tmp, toml: _file(tmp, "s.toml", b'name = "caf\xe9"\n')),
+                 ["s.toml: not UTF-8 text (byte 0xe9 at offset 11)"], id="scenario-latin1"),
+    pytest.param(_sweep("snr_db=10", lambda tmp, toml: _file(tmp, "s.toml", bytes(range(256)))),
+                 ["s.toml: not UTF-8 text (byte 0x80 at offset 128)"], id="scenario-binary"),
+    pytest.param(lambda tmp, toml: ["train", _latin1_agent(tmp, toml)],
+                 ["latin/agent.toml: not UTF-8 text (byte 0xe7"], id="agent-toml-latin1"),
+    pytest.param(_sweep("snr_db=10", lambda tmp, toml: _file(tmp, "e.toml", b"# nothing\n\n")),
+                 ["e.toml: empty scenario"], id="scenario-empty"),
+    pytest.param(_sweep(["tx_power_dbw=0:10:5", "num_users=1,2"]),
+                 ["--over given 2 times (tx_power_dbw=0:10:5, num_users=1,2)", "one parameter"],
+                 id="over-twice"),
+    pytest.param(_sweep("num_users=0"), ["--over num_users=0: precoding.num_users = 0 must be > 0"],
+                 id="over-breaks-size-rule"),
+    pytest.param(_sweep("speed_kmh=30,1e6", task="prediction", blocks="ar"),
+                 ["--over speed_kmh=1e+06: channel.speed_kmh = 1e+06 is at or beyond 449.7 km/h",
+                  "Nyquist rate 1/(2*sample_spacing_s) = 1000 Hz"], id="speed-beyond-nyquist"),
+    pytest.param(_sweep("tx_power_dbw=500"),
+                 ["--over tx_power_dbw=500: precoding.tx_power_dbw = 500 is beyond +-192.7 dBW"],
+                 id="power-beyond-single-range"),
+    pytest.param(_sweep("tx_power_dbw=0,60"),
+                 ["--over tx_power_dbw=60: precoding.tx_power_dbw - noise_power_dbw = 70 dB is beyond "
+                  "+-69.2 dB", 'run.precision = "double"'], id="power-ratio-beyond-single"),
+    pytest.param(_sweep("snr_db=200", scenario=lambda tmp, toml: toml('precision = "double"')),
+                 ["--over snr_db=200: precoding.tx_power_dbw - noise_power_dbw = 200 dB is beyond "
+                  "+-156.5 dB"], id="power-ratio-beyond-double"),
+    pytest.param(_sweep("num_users=2,9", blocks="rzf,zf"),
+                 ["--over num_users=9: block 'zf' needs num_users <= BS antennas, got K=9 > M=8"],
+                 id="zf-overloaded"),
+    pytest.param(_sweep("num_users=9", task="detection", blocks="lmmse,zf_det"),
+                 ["--over num_users=9: block 'zf_det' needs num_users <= BS antennas"], id="zf_det-overloaded"),
+    pytest.param(_sweep("num_users=9", task="coded", blocks="kbest"),
+                 ["--over num_users=9: block 'kbest' needs num_users <= BS antennas"], id="kbest-overloaded"),
+    pytest.param(_sweep("num_users=9", task="loop", blocks="ar+wmmse,outdated+zf"),
+                 ["--over num_users=9: block 'outdated+zf' needs num_users <= BS antennas"],
+                 id="loop-zf-overloaded"),
+    pytest.param(lambda tmp, toml: _dataset_argv(toml(), tmp),
+                 ["is a folder; give the file to write"], id="dataset-out-is-folder"),
+    pytest.param(lambda tmp, toml: _dataset_argv(toml(), Path(_file(tmp, "f", b"")) / "cp.h5"),
+                 ["f/cp.h5: cannot write it (Not a directory)"], id="dataset-out-unwritable"),
+    pytest.param(_sweep(None, task="detection", blocks="zf_det", scenario=_nine_users),
+                 ["k9.toml: block 'zf_det' needs num_users <= BS antennas, got K=9 > M=8"],
+                 id="zf_det-overloaded-scenario"),
+]
+
+
+@pytest.mark.parametrize("make_argv, named", BAD_INPUTS)
+def test_bad_input_gives_one_line_and_keeps_files(capsys, tiny_toml, tmp_path, no_compute,
+                                                  make_argv, named):
+    argv = make_argv(tmp_path, tiny_toml)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    err = _cli_error(capsys, argv)
+    assert all(n in err for n in named), err
+    assert {p: p.read_bytes() for p in before} == before       # nothing given was changed
+
+
+def test_interrupted_dataset_leaves_no_partial_file_and_says_so(capsys, tiny_toml, tmp_path, monkeypatch):
+    from linksim.channel import ChannelSource
+    real = ChannelSource.stream
+
+    def one_batch_then_ctrl_c(self, *a, **k):
+        yield next(real(self, *a, **k))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ChannelSource, "stream", one_batch_then_ctrl_c)
+    assert main(_dataset_argv(tiny_toml(), tmp_path / "cp.h5")) == 130
+    assert capsys.readouterr().err.strip() == ("linksim: interrupted; nothing was written (the partial "
+                                               "file was removed); re-run the command to start over")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]

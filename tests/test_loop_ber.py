@@ -38,7 +38,7 @@ def rayleigh(**sections):
 
 
 def test_zf_with_perfect_csi_at_high_power_makes_no_errors_and_aged_csi_does():
-    sc = rayleigh(channel={"speed_kmh": 100.0}, precoding={"tx_power_dbw": 60.0, "subcarriers": "all"},
+    sc = rayleigh(channel={"speed_kmh": 100.0}, precoding={"tx_power_dbw": 50.0, "subcarriers": "all"},
                   prediction={"num_samples": 8})
     res, _, _ = run(sc, ["genie+zf", "outdated+zf"])
     ber, lo, hi, n = res["genie+zf"]["ber"]

@@ -139,7 +139,7 @@ def test_trains_on_an_exported_dataset_and_checks_it(tmp_path, tiny_toml):
     assert train_agent(d, progress=False)["steps"] == 3
     (d / "agent.toml").write_text((d / "agent.toml").read_text().replace("det.h5", "pre.h5"))
     with pytest.raises(LinksimError, match="holds 'precoding' channels"):
-        train_agent(d, progress=False, resume=False)
+        train_agent(d, progress=False, resume=False, overwrite=True)
 
 
 def test_sweep_refuses_to_mix_results_of_retrained_agents(tmp_path, tiny_toml):
@@ -148,6 +148,24 @@ def test_sweep_refuses_to_mix_results_of_retrained_agents(tmp_path, tiny_toml):
     sc = linksim.load_scenario(tiny_toml())
     sweep(sc, "detection", [f"agent:{d}"], "snr_db=10", tmp_path / "s", progress=False)
     sweep(sc, "detection", [f"agent:{d}"], "snr_db=10", tmp_path / "s", progress=False)  # same weights: fine
-    train_agent(d, steps=4, resume=False, progress=False)
+    train_agent(d, steps=4, resume=False, progress=False, overwrite=True)
     with pytest.raises(LinksimError, match="come from other weights"):
         sweep(sc, "detection", [f"agent:{d}"], "snr_db=10", tmp_path / "s", progress=False)
+
+
+def test_training_never_replaces_trained_weights_unless_asked(tmp_path, tiny_toml, capsys):
+    """A trained agent is refused (the bad-input table checks the CLI line); ``--out`` trains a
+    copy and leaves the folder byte for byte; ``--force`` retrains in place."""
+    from linksim.cli import main
+    d = make_agent(tmp_path / "a", tiny_toml, "dnn", steps=3)
+    train_agent(d, progress=False)
+    before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+    with pytest.raises(LinksimError, match="already trained"):
+        train_agent(d, steps=2, progress=False)
+    assert main(["train", str(d), "--steps", "2", "--out", str(tmp_path / "trial"), "--quiet"]) == 0
+    assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()} == before
+    copy = tmp_path / "trial" / "dnn"
+    assert (copy / "model.safetensors").is_file() and "steps = 2" in (copy / "agent.toml").read_text()
+    assert main(["train", str(d), "--steps", "2", "--force", "--restart", "--quiet"]) == 0
+    assert (d / "model.safetensors").read_bytes() != before["model.safetensors"]
+    capsys.readouterr()

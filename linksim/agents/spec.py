@@ -24,7 +24,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..errors import LinksimError
+from ..errors import LinksimError, read_text
 from ..registry import trainable_tasks
 
 WEIGHTS = "model.safetensors"
@@ -100,7 +100,7 @@ def read_agent(path: str | Path) -> AgentSpec:
     if not f.is_file():
         raise LinksimError(f"agent:{path}: no agent.toml in {folder}")
     try:
-        data = tomllib.loads(f.read_text())
+        data = tomllib.loads(read_text(f))
     except tomllib.TOMLDecodeError as e:
         raise LinksimError(f"{f}: not valid TOML ({e})") from None
     unknown = set(data) - {"agent", "model", "train", "result"}

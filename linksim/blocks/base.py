@@ -26,6 +26,9 @@ class Block(torch.nn.Module):
 
     kind = ""
     serves = ""
+    #: whether the block is defined for more users than BS antennas (K > M); a sweep refuses a
+    #: point with K > M for a block that is not (``zf``, ``zf_det``, ``kbest``) before any compute
+    serves_overloaded = True
 
     def __init__(self, precision: str | None = None, device: str | torch.device | None = None):
         super().__init__()
@@ -91,3 +94,31 @@ def per_sample(x, b: int, device, dtype: torch.dtype = torch.float64) -> torch.T
         raise LinksimError(f"expected a scalar or {b} values per batch, got shape {tuple(t.shape)}")
     return t
 
+
+
+def positive(x: torch.Tensor, what: str) -> torch.Tensor:
+    r"""``x`` unchanged when every entry is finite and positive, else a one-line ``LinksimError``.
+
+    .. math::
+        0 < x_i < \infty, \quad i = 1, \dots, b
+
+    Blocks whose algebra divides by a power or a noise variance (WMMSE's MMSE receivers, the
+    DPC bound's :math:`G/\sigma^2`, RZF's :math:`K\sigma^2/P`) check them with it, so that a zero
+    or negative value names itself instead of surfacing as a singular-matrix traceback.
+
+    :input x: [b] real tensor. Per-sample values (from :func:`per_sample`).
+    :input what: str. The culprit as the message names it, e.g. ``"wmmse: noise_var"``.
+
+    :output x: [b]. ``x`` itself.
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        from linksim.blocks.base import per_sample, positive
+        s2 = positive(per_sample(0.1, 4, "cpu"), "wmmse: noise_var")   # [4] float64
+    """
+    bad = ~(torch.isfinite(x) & (x > 0))
+    if bool(bad.any()):
+        raise LinksimError(f"{what} must be finite and > 0, got {x[bad][0].item():g}")
+    return x

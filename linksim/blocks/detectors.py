@@ -201,8 +201,12 @@ class ZFDetector(_LinearDetector):
     """
 
     name = "zf_det"
+    serves_overloaded = False
 
     def _equalise(self, y, h, s):
+        if h.shape[-1] > h.shape[-2]:
+            raise LinksimError(f"zf_det: zero-forcing needs K <= M, got K={h.shape[-1]} users and "
+                               f"M={h.shape[-2]} antennas (use lmmse, ml or mf)")
         from sionna.phy.mimo import zf_equalizer
         return zf_equalizer(y, h, s, precision=self.precision)
 
@@ -271,15 +275,16 @@ class _SionnaHardDetector(_Detector):
         b, m, t = y.shape
         k = h.shape[-1]
         self._check_size(k)
-        if m < k:
+        if m < k and not self.serves_overloaded:
             raise LinksimError(f"{self.name}: needs at least as many receive antennas as users "
                                f"(M={m} < K={k})")
-        # Equivalent K x K problem (exact for ML / K-Best, much smaller for M >> K)
-        yr, r = _square_reduction(y, h)                                   # [b,K,T], [b,K,K]
-        yf = yr.transpose(1, 2).reshape(b * t, k)                         # [b*T, K]
-        rf = r.unsqueeze(1).expand(b, t, k, k).reshape(b * t, k, k)
-        eye = torch.eye(k, dtype=self.cdtype, device=y.device)
-        sf = (nv.to(self.cdtype)[:, None, None, None] * eye).expand(b, t, k, k).reshape(b * t, k, k)
+        # Equivalent K x K problem (exact for ML / K-Best, much smaller for M >> K); K > M (ML): as is
+        yr, r = _square_reduction(y, h) if m >= k else (y, h)             # [b,n,T], [b,n,K]
+        n = r.shape[1]
+        yf = yr.transpose(1, 2).reshape(b * t, n)                         # [b*T, n]
+        rf = r.unsqueeze(1).expand(b, t, n, k).reshape(b * t, n, k)
+        eye = torch.eye(n, dtype=self.cdtype, device=y.device)
+        sf = (nv.to(self.cdtype)[:, None, None, None] * eye).expand(b, t, n, n).reshape(b * t, n, n)
         det = self._detector(k)
         step = self._chunk(k)
         with torch.no_grad():
@@ -327,6 +332,7 @@ class KBestDetector(_SionnaHardDetector):
     """
 
     name = "kbest"
+    serves_overloaded = False   # Sionna's K-Best searches the K x K triangular form: M >= K
 
     def __init__(self, num_bits_per_symbol: int = 4, k: int = 16, precision: str | None = None,
                  device: str | torch.device | None = None):
@@ -352,7 +358,7 @@ class MLDetector(_SionnaHardDetector):
         \left\|\mathbf{y} - \mathbf{H}\mathbf{x}\right\|^2
 
     exhaustive over the :math:`|\mathcal{C}|^K` hypotheses (on the same exact K x K reduction as
-    :class:`KBestDetector`; the "maxlog" metric makes the per-user decisions those of the jointly
+    :class:`KBestDetector` when M >= K, on ``y`` and ``H`` as they are for K > M; the "maxlog" metric makes the per-user decisions those of the jointly
     most likely vector). Refuses (``LinksimError``) problems with more than
     ``ML_MAX_HYPOTHESES`` (2^20) hypotheses; use ``kbest`` then.
 

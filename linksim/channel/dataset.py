@@ -18,7 +18,8 @@ def export_dataset(scenario: Scenario, n: int, out: str | Path, num_users: int, 
                    progress: bool = True, attrs: dict | None = None) -> Path:
     """Write ``n`` drops ``[n, num_time, num_users, M, F]`` to ``out`` (dataset ``h``), streamed in
     batches; the scenario, seed, speeds and ``attrs`` (e.g. the task) go to the file's attributes.
-    Written to a temporary file and renamed when complete.
+    Written to a temporary file and renamed when complete; an interrupted or failed export
+    removes it and leaves ``out`` as it was (a re-run starts over).
     """
     import h5py
     from tqdm.auto import tqdm
@@ -30,20 +31,30 @@ def export_dataset(scenario: Scenario, n: int, out: str | Path, num_users: int, 
     out = Path(out)
     if not out.parent.exists():
         raise LinksimError(f"--out {out}: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise LinksimError(f"--out {out}: is a folder; give the file to write, e.g. {out / 'channels.h5'}")
     tmp = out.with_name(f".{out.name}.tmp")
     m, f = scenario.channel.num_bs_antennas, scenario.channel.num_subcarriers
     batch = scenario.run.batch_size
-    with h5py.File(tmp, "w") as h5, tqdm(total=n, unit="drop", disable=not progress) as bar:
-        ds = h5.create_dataset("h", shape=(n, t, k, m, f), dtype="complex64",
-                               chunks=(min(batch, n), t, k, m, f))
-        done = 0
-        for h in src.stream(n, batch, speed_kmh=speed_kmh, num_users=k, num_time=t):
-            ds[done:done + h.shape[0]] = h.to(torch.complex64).cpu().numpy()
-            done += h.shape[0]
-            bar.update(h.shape[0])
-        h5.attrs.update({"scenario": scenario.source, "scenario_file": scenario.path,
-                         "scenario_hash": scenario.hash, "seed": src.seed, **(attrs or {}),
-                         "speed_kmh": str(speed_kmh if speed_kmh is not None else scenario.channel.speed_kmh),
-                         "sample_spacing_s": scenario.channel.sample_spacing_s, "layout": LAYOUT})
-    os.replace(tmp, out)
+    try:
+        with h5py.File(tmp, "w") as h5, tqdm(total=n, unit="drop", desc=f"dataset {out.name}",
+                                            disable=not progress) as bar:
+            ds = h5.create_dataset("h", shape=(n, t, k, m, f), dtype="complex64",
+                                   chunks=(min(batch, n), t, k, m, f))
+            done = 0
+            for h in src.stream(n, batch, speed_kmh=speed_kmh, num_users=k, num_time=t):
+                ds[done:done + h.shape[0]] = h.to(torch.complex64).cpu().numpy()
+                done += h.shape[0]
+                bar.update(h.shape[0])
+            h5.attrs.update({"scenario": scenario.source, "scenario_file": scenario.path,
+                             "scenario_hash": scenario.hash, "seed": src.seed, **(attrs or {}),
+                             "speed_kmh": str(speed_kmh if speed_kmh is not None else scenario.channel.speed_kmh),
+                             "sample_spacing_s": scenario.channel.sample_spacing_s, "layout": LAYOUT})
+        os.replace(tmp, out)
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise LinksimError(f"--out {out}: cannot write it ({why})") from None
+    finally:                     # interrupted or failed: no hidden partial file is left behind
+        if tmp.exists() or tmp.is_symlink():
+            tmp.unlink()
     return out

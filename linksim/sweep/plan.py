@@ -56,6 +56,31 @@ def _grid(text: str, start: float, stop: float, step: float) -> list[float]:
     return [float(v) for v in np.round(np.arange(start, stop + step / 2, step), 10)]
 
 
+def _point(chain, x_name: str, x: float):
+    """The point ``x_name = x``; a value the scenario's rules refuse is blamed on ``--over``."""
+    try:
+        return chain.point(x_name, x)
+    except LinksimError as e:
+        msg = str(e)
+        if msg.startswith("--over"):
+            raise
+        msg = msg.removeprefix(f"{chain.scenario.path}: ")
+        raise LinksimError(f"--over {x_name}={x:g}: {msg}") from None
+
+
+def check_sizes(cls, block, scenario: Scenario, label: str) -> None:
+    """Refuse, in one line, sizes of ``scenario`` that ``block`` (one part of the block ``label``
+    of the task ``cls``) cannot serve: K > M for a block that does not serve overloaded systems
+    (``serves_overloaded = False``: zf, zf_det, kbest), and what a block's own ``check_scenario``
+    refuses (agents: the sizes they were trained for)."""
+    k, m = cls.num_users(scenario), scenario.channel.num_bs_antennas
+    if k > m and not getattr(block, "serves_overloaded", True):
+        raise LinksimError(f"block '{label}' needs num_users <= BS antennas, got K={k} > M={m} "
+                           "(an overloaded system: choose blocks that serve it, `linksim list`)")
+    if hasattr(block, "check_scenario"):
+        block.check_scenario(scenario)
+
+
 def block_label(name: str) -> str:
     """The ``block`` column: the name, or an agent's folder name."""
     return "+".join(Path(p[6:]).name if p.startswith("agent:") else p for p in name.split("+"))
@@ -108,19 +133,19 @@ def plan(scenario: Scenario, task: str, blocks: list[str], over: str | None) -> 
         raise LinksimError("--blocks: give at least one block name")
     x_name, values = parse_over(over)
     chain = cls(scenario)
-    points = [chain.point(x_name, v) for v in values] if values else [chain.point()]
+    points = [_point(chain, x_name, v) for v in values] if values else [chain.point()]
     labels = {block_label(n): n for n in blocks}
     if len(labels) != len(blocks):
         raise LinksimError(f"--blocks: duplicate block names in {','.join(blocks)}")
     built = {lb: cls.make_block(n, scenario) for lb, n in labels.items()}
     for p in points:                     # every point's sizes, before any compute
-        for b in built.values():
+        where = f"--over {p.x_name}={p.x:g}" if values else scenario.path
+        for lb, b in built.items():
             for part in cls.parts(b):
-                if hasattr(part, "check_scenario"):
-                    try:
-                        part.check_scenario(p.scenario)
-                    except LinksimError as e:
-                        raise LinksimError(f"--over {p.x_name}={p.x:g}: {e}") from None
+                try:
+                    check_sizes(cls, part, p.scenario, lb)
+                except LinksimError as e:
+                    raise LinksimError(f"{where}: {e}") from None
     specs = tuple(PointSpec(i, x_name, v) for i, v in enumerate(values)) if values else \
         (PointSpec(0, None, None),)
     weights = {lb: fingerprint(cls.parts(b)) for lb, b in built.items() if fingerprint(cls.parts(b))}

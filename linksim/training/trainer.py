@@ -28,6 +28,7 @@ from ..registry import arch_spec, kind_of
 from ..results import versions
 from ..scenario import load_scenario
 from .data import FreshData, StepBatches, TaskData, drops_per_batch, step_loader
+from .guard import check_overwrite
 from .stopping import Plateau
 
 LOG_COLUMNS = ("step", "task", "stage", "loss", "lr", "metric", "value")
@@ -119,7 +120,7 @@ def _step_seed(spec, step: int, task: str, single: bool, process: int) -> int:
 
 
 def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
-                progress: bool = True) -> dict:
+                progress: bool = True, overwrite: bool = False) -> dict:
     """Train the agent in ``path`` per its agent.toml; returns the ``[result]`` table written.
 
     Several tasks (``agent.tasks``) train together: every step draws one batch of each task and
@@ -130,7 +131,11 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     validation plateau (:class:`~linksim.training.stopping.Plateau`); the weights of the best
     validation are saved. Per-task losses, the weighted total (task ``all``), each task's validation
     metrics beside its classical references, and the data wait go to ``train_log.csv``.
+
+    A trained agent (weights and ``[result]``) is refused unless ``overwrite`` is set
+    (:func:`~linksim.training.guard.check_overwrite`), before anything is built.
     """
+    check_overwrite(path, overwrite)
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
     from tqdm.auto import tqdm

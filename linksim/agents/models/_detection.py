@@ -28,7 +28,9 @@ def check_inputs(arch: str, y: torch.Tensor, h: torch.Tensor, m: int | None = No
         raise LinksimError(f"{arch}: expected y [b,M,T] and h [b,M,K] with equal b and M, "
                            f"got y {tuple(y.shape)} and h {tuple(h.shape)}")
     if (m is not None and h.shape[1] != m) or (k is not None and h.shape[2] != k):
-        raise LinksimError(f"{arch}: built for M={m}, K={k}, got h {tuple(h.shape)}")
+        fixed = ", ".join(f"{n}={v}" for n, v in (("M", m), ("K", k)) if v is not None)
+        raise LinksimError(f"{arch}: built for {fixed}, got h {tuple(h.shape)} (M={h.shape[1]}, "
+                           f"K={h.shape[2]})")
 
 
 def pam_levels(num_bits_per_symbol: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ...registry import register_block
-from ..base import Block
+from ..base import Block, positive
 from .rates import _LN2, _c128, _eye, _gram, per_sample
 
 __all__ = ["waterfill", "DPCBound"]
@@ -125,8 +125,8 @@ class DPCBound(Block):
         """
         h, p_tx, noise_var = _c128(self.cast(h)), self.cast(p_tx), self.cast(noise_var)
         b, k, _ = h.shape
-        ptx = per_sample(p_tx, b, h.device)
-        s2 = per_sample(noise_var, b, h.device)
+        ptx = positive(per_sample(p_tx, b, h.device), "dpc_bound: p_tx")
+        s2 = positive(per_sample(noise_var, b, h.device), "dpc_bound: noise_var")
         r = _gram(h) / s2[:, None, None]                              # G / sigma^2
         eye = _eye(k, r)
         p = (ptx / k)[:, None].expand(b, k).clone()

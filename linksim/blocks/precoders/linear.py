@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ...errors import LinksimError
 from ...registry import register_block
 from ..base import Block
 from .rates import _c128, _eye, _gram, _scale_to_power, per_sample
@@ -25,7 +26,8 @@ class ZF(Block):
     where ``h`` (``K x M``) is the downlink channel and :math:`P` the budget ``p_tx``. One common
     factor scales all columns so that :math:`\sum |W|^2 = P`: every user gets the same effective
     gain :math:`|h_k w_k|^2 = P / \mathrm{tr}((h h^H)^{-1})` and no interference. Requires
-    ``K <= M`` and a full-rank channel. Computed in complex128.
+    ``K <= M`` (more users are refused with a ``LinksimError``: no precoder nulls the
+    interference of K > M users) and a full-rank channel. Computed in complex128.
 
     :param precision: ``"single"`` (complex64 output) or ``"double"`` (complex128); ``None``:
         ``linksim.config.precision``
@@ -49,9 +51,14 @@ class ZF(Block):
         r = sum_rate(h, w, 0.1)                            # [8], float64
     """
 
+    serves_overloaded = False
+
     def forward(self, h, p_tx, noise_var=None):
         h, p_tx = _c128(self.cast(h)), self.cast(p_tx)
-        b, k, _ = h.shape
+        b, k, m = h.shape
+        if k > m:
+            raise LinksimError(f"zf: zero-forcing needs K <= M, got K={k} users and M={m} antennas "
+                               "(use rzf, wmmse or mrt)")
         g = _gram(h)
         w = h.mH @ torch.linalg.solve(g, _eye(k, g).expand(b, k, k))
         return _scale_to_power(w, per_sample(p_tx, b, h.device)).to(self.cdtype)

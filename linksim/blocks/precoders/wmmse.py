@@ -10,7 +10,7 @@ import torch
 
 from ...errors import LinksimError
 from ...registry import register_block
-from ..base import Block
+from ..base import Block, positive
 from .rates import _LN2, _c128, _eye, _gram, _power_k, per_sample
 
 __all__ = ["WMMSE"]
@@ -181,8 +181,8 @@ class WMMSE(Block):
     def forward(self, h, p_tx, noise_var, return_history: bool = False):
         h, p_tx, noise_var = _c128(self.cast(h)), self.cast(p_tx), self.cast(noise_var)
         b = h.shape[0]
-        ptx = per_sample(p_tx, b, h.device)
-        s2 = per_sample(noise_var, b, h.device)
+        ptx = positive(per_sample(p_tx, b, h.device), "wmmse: p_tx")
+        s2 = positive(per_sample(noise_var, b, h.device), "wmmse: noise_var")
         g = _gram(h)
         t, _, self.last_history, self.last_iterations = self._iterate(g, self._initial(g, s2, ptx), s2, ptx)
         w = (h.mH @ t).to(self.cdtype)

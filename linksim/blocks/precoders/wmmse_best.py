@@ -12,6 +12,7 @@ import torch
 from ...config import config, derive_seed, generator
 from ...errors import LinksimError
 from ...registry import register_block
+from ..base import positive
 from .rates import _c128, _gram, _power_k, per_sample
 from .wmmse import WMMSE
 
@@ -135,8 +136,8 @@ class WMMSEBest(WMMSE):
         h, p_tx, noise_var = _c128(self.cast(h)), self.cast(p_tx), self.cast(noise_var)
         b, k, _ = h.shape
         n = self.restarts
-        ptx = per_sample(p_tx, b, h.device)
-        s2 = per_sample(noise_var, b, h.device)
+        ptx = positive(per_sample(p_tx, b, h.device), "wmmse_best: p_tx")
+        s2 = positive(per_sample(noise_var, b, h.device), "wmmse_best: noise_var")
         g = _gram(h)
         t0 = self._starts(g, s2, ptx)
         t, rate, hist, iters = self._iterate(g.repeat(n, 1, 1), t0, s2.repeat(n), ptx.repeat(n))
