@@ -44,6 +44,11 @@ def cmd_sweep(a):
 def cmd_plot(a):
     from .plots import plot_dir
 
+    if (Path(a.dir) / "agent.toml").is_file():       # an agent folder: its learning curve
+        from .training.curves import plot_learning_curve
+        for p in plot_learning_curve(a.dir):
+            print(p)
+        return
     for p in plot_dir(a.dir):
         print(p)
 
@@ -161,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sweep)
 
-    s = sub.add_parser("plot", help="draw DIR/*.png and DIR/*.pdf from DIR/results.csv")
+    s = sub.add_parser("plot", help="draw DIR/*.png and DIR/*.pdf from DIR/results.csv, or an agent "
+                       "folder's learning curve from its train_log.csv")
     s.add_argument("dir")
     s.set_defaults(func=cmd_plot)
 

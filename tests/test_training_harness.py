@@ -1,0 +1,123 @@
+"""The harness that trains until an agent stops improving: fresh drops every step (a function of
+seed and step), exact resume, the plateau rule keeping the best weights, and learning curves."""
+import csv
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import linksim
+from linksim.channel import ChannelSource
+from linksim.training import train_agent
+from linksim.training import trainer as trainer_mod
+from linksim.training.curves import plot_learning_curve, read_curves
+from linksim.training.data import FreshData, drops_per_batch
+from linksim.training.stopping import Plateau
+from linksim.training.trainer import _LossModule
+
+from test_training import make_agent
+
+
+
+def fresh_agent(root, tiny_toml, kind, steps, extra=""):
+    """An agent of test_training's recipe on fresh drops every step (no pool)."""
+    d = make_agent(root, tiny_toml, kind, steps=steps, extra=extra + "\ndata_workers = 1")
+    toml = d / "agent.toml"
+    toml.write_text(toml.read_text().replace("pool_drops = 8", "pool_drops = 0"))
+    return d
+
+
+def _weights(d):
+    return load_file(str(d / "model.safetensors"))
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fresh_batches_are_a_function_of_seed_and_step(tiny_scenario):
+    sc = tiny_scenario()
+    from linksim.agents.spec import TrainSpec
+    dims = linksim.agents.Dims.from_scenario(sc, "detection")
+    drops = drops_per_batch("detection", sc, 64, "", 2, 1)
+    assert drops == 2                                   # 48 subcarriers per drop, 64 samples
+
+    def data():
+        return FreshData("detection", ChannelSource(sc, seed=5), drops, 30.0, 2, 1, dims, sc, TrainSpec(), 0)
+
+    a, b = data().batch(64, seed=11), data().batch(64, seed=11)
+    assert all(torch.equal(a[k], b[k]) for k in ("y", "h", "x"))
+    c = data().batch(64, seed=12)
+    assert not torch.equal(a["h"], c["h"])               # another step: other drops
+
+
+def test_fresh_data_resume_after_kill_equals_uninterrupted(tmp_path, tiny_toml, monkeypatch):
+    full = fresh_agent(tmp_path / "a", tiny_toml, "dnn", 20, "patience = 0")
+    train_agent(full, progress=False)
+    killed = fresh_agent(tmp_path / "b", tiny_toml, "dnn", 20, "patience = 0")
+    original, calls = _LossModule.forward, {"n": 0}
+
+    def dies(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 15:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(_LossModule, "forward", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train_agent(killed, progress=False)
+    monkeypatch.setattr(_LossModule, "forward", original)
+    train_agent(killed, progress=False)
+    assert _same(_weights(full), _weights(killed))
+
+
+def test_plateau_rule():
+    p = Plateau(patience=2, min_delta=0.1)
+    assert [p.update(s, i) for i, s in enumerate([-10.0, -11.0, -11.05, -10.9, -12.0], 1)] == \
+        [True, True, False, False, True]
+    assert p.best_step == 5 and not p.stop()
+    p.update(-12.0, 6)
+    p.update(-11.0, 7)
+    assert p.stop() and p.best == -12.0
+    assert not Plateau(patience=0, min_delta=0.0).stop()
+
+
+def test_training_stops_on_a_plateau_and_keeps_the_best_weights(tmp_path, tiny_toml, monkeypatch):
+    """Validation scores scripted to improve until step 20 and then worsen: with patience 2 the run
+    stops after the validation at step 40, and the agent's weights are the ones the model had at
+    the validation of step 20 (snapshotted there, independently of how the harness keeps them)."""
+    scripted = iter([-10.0, -12.0, -11.0, -11.5, -13.0, -14.0])     # validations at 10, 20, ...
+    real, snapshots = trainer_mod._validate_all, []
+
+    def validate(model, runs):
+        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        out = real(model, runs)
+        out["detection"]["val_ser"] = 10 ** (next(scripted) / 10)
+        return out
+
+    monkeypatch.setattr(trainer_mod, "_validate_all", validate)
+    d = make_agent(tmp_path, tiny_toml, "dnn", steps=60, extra="patience = 2\nmin_delta = 0.01")
+    result = train_agent(d, progress=False)
+    assert result["stopped"] == "plateau" and result["steps"] == 40 and result["best_step"] == 20
+    assert math.isclose(result["val_ser"], 10 ** (-12.0 / 10), rel_tol=1e-5)
+    assert len(snapshots) == 4
+    kept = _weights(d)
+    assert _same(kept, snapshots[1]) and not _same(kept, snapshots[3])
+    curves = read_curves(d)["detection"]
+    assert curves["samples"] == [320, 640, 960, 1280] and curves["kept"] == 640
+    assert set(curves["references"]) == {"lmmse"}
+
+
+def test_learning_curve_reads_the_log_and_draws(tmp_path, tiny_toml):
+    d = make_agent(tmp_path, tiny_toml, "dnn", steps=20, extra="patience = 0")
+    train_agent(d, progress=False)
+    with open(d / "train_log.csv") as f:
+        logged = [float(r["value"]) for r in csv.DictReader(f) if r["metric"] == "val_ser"]
+    c = read_curves(d)["detection"]
+    assert c["values"] == logged and c["samples"] == [320, 640] and c["kept"] == 640
+    files = plot_learning_curve(d)
+    assert [p.name for p in files] == ["learning_curve.png", "learning_curve.pdf"]
+    assert all(p.stat().st_size > 1000 for p in files)
+    from linksim.cli import main
+    assert main(["plot", str(d)]) == 0
