@@ -46,3 +46,44 @@ def batch_tensors(batch: dict):
     except KeyError as e:
         raise LinksimError(f"detection batch lacks key {e.args[0]!r} "
                            "(needs y, h, noise_var, x)") from None
+
+
+def symbol_ce(x_hat: torch.Tensor, idx: torch.Tensor, num_bits_per_symbol: int,
+              tau: torch.Tensor | float | None = None) -> torch.Tensor:
+    r"""Symbol-level cross-entropy of soft estimates over the constellation.
+
+    Each estimate is read as the constellation point plus complex Gaussian error of variance
+    :math:`\tau`, which gives the posterior over the points :math:`c_j` and its cross-entropy:
+
+    .. math::
+        \ell = -\frac{1}{N}\sum_n \log \frac{\exp(-|\hat{x}_n - c_{i_n}|^2/\tau)}
+            {\sum_j \exp(-|\hat{x}_n - c_j|^2/\tau)}
+
+    With ``tau=None`` it is the batch's own mean squared error (detached, at least 1e-4), so the
+    loss is scale-free: it rewards estimates that land in the right decision region, not only
+    close ones, which is what the symbol error rate counts.
+
+    :input x_hat: [...], complex. Soft estimates.
+    :input idx: [...], int64. Indices of the sent points (``x = C[idx]``).
+    :input num_bits_per_symbol: int. The QAM order (Sionna's unit-energy constellation).
+    :input tau: float, [] tensor or None. The error variance.
+
+    :output loss: [], the real dtype of ``x_hat`` (float32 for complex64).
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        import torch
+        from linksim.agents.models._detection import symbol_ce
+        from linksim.blocks.qam import random_symbols
+        idx, x = random_symbols((8, 4, 6), 4)
+        symbol_ce(x + 0.05 * torch.randn_like(x), idx, 4)      # small: every estimate near its point
+    """
+    c = constellation_points(num_bits_per_symbol, x_hat.device, x_hat.dtype)
+    d = (x_hat.unsqueeze(-1) - c).abs().square()                                   # [..., |C|]
+    if tau is None:
+        x = c[idx]
+        tau = (x_hat - x).abs().square().mean().detach().clamp_min(1e-4)
+    logits = -d / tau
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, c.numel()), idx.reshape(-1))

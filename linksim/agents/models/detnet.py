@@ -12,7 +12,7 @@ from torch import nn
 from ...errors import LinksimError
 from ...registry import register_arch
 from ..base import AgentModel, Dims
-from ._detection import batch_tensors, check_inputs, pam_levels
+from ._detection import batch_tensors, check_inputs, pam_levels, symbol_ce
 
 __all__ = ["DetNet"]
 
@@ -94,7 +94,8 @@ class DetNet(AgentModel):
     :param residual: weight :math:`a` of the previous estimate in :math:`\mathbf{x}_l` (default 0.1)
     :param t_init: initial ramp half-width :math:`t` of :math:`\psi` in units of :math:`D / 2`
         (default 0.5)
-    :param loss_kind: ``"paper"`` (default) or ``"mse"``
+    :param loss_kind: ``"paper"`` (default), ``"mse"`` or ``"ce"`` (each layer's symbol-level
+        cross-entropy, :func:`~linksim.agents.models._detection.symbol_ce`, weighted as the paper's)
 
     :input y: [b, M, T], `torch.complex64`. Received signals; the ``T`` slots share ``h``.
     :input h: [b, M, K], `torch.complex64`. Channel matrices.
@@ -130,8 +131,8 @@ class DetNet(AgentModel):
         self.hidden = int(hidden) if hidden is not None else 16 * k
         self.v_dim = int(v_dim) if v_dim is not None else 4 * k
         self.residual = float(residual)
-        if loss_kind not in ("paper", "mse"):
-            raise LinksimError(f"detnet: loss_kind must be 'paper' or 'mse', got {loss_kind!r}")
+        if loss_kind not in ("paper", "mse", "ce"):
+            raise LinksimError(f"detnet: loss_kind must be 'paper', 'mse' or 'ce', got {loss_kind!r}")
         self.loss_kind = loss_kind
         if self.num_layers < 1 or self.hidden < 1 or self.v_dim < 1:
             raise LinksimError("detnet: num_layers, hidden and v_dim must be >= 1")
@@ -195,6 +196,11 @@ class DetNet(AgentModel):
         xc = x.to(torch.complex64)
         xr = torch.cat([xc.real, xc.imag], dim=1).transpose(1, 2)             # [B,T,2K]
         num_layers = len(xs)
+        if self.loss_kind == "ce":             # symbol-level, layer-weighted as the paper's loss
+            idx = batch["idx"].to(xr.device)
+            return sum((l + 1) / num_layers * symbol_ce(torch.complex(xl[..., :self.k], xl[..., self.k:]),
+                                                        idx.transpose(1, 2), self.num_bits_per_symbol)
+                       for l, xl in enumerate(xs))
         if self.loss_kind == "mse":
             return sum((l + 1) / num_layers * (xr - xl).square().sum(-1).mean() / self.k
                        for l, xl in enumerate(xs))

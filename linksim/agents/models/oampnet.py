@@ -11,7 +11,7 @@ from ...blocks.detectors import noise_vector
 from ...errors import LinksimError
 from ...registry import register_arch
 from ..base import AgentModel, Dims
-from ._detection import batch_tensors, check_inputs, pam_levels
+from ._detection import batch_tensors, check_inputs, pam_levels, symbol_ce
 
 __all__ = ["OAMPNet"]
 
@@ -76,7 +76,8 @@ class OAMPNet(AgentModel):
     :param num_layers: :math:`L` (default 10)
     :param precision: ``"float32"`` (default) or ``"float64"``: the dtype of the internal compute
         (the output is complex64 either way)
-    :param loss_layers: ``"last"`` (default) or ``"all"``
+    :param loss_layers: ``"last"`` (default) or ``"all"`` (MSE), or ``"ce"`` (the last layer's
+        symbol-level cross-entropy, :func:`~linksim.agents.models._detection.symbol_ce`)
 
     :input y: [b, M, T], `torch.complex64`. Received signals; the ``T`` slots share ``h``.
     :input h: [b, M, K], `torch.complex64`. Channel matrices.
@@ -110,8 +111,8 @@ class OAMPNet(AgentModel):
             raise LinksimError("oampnet: num_layers must be >= 1")
         if precision not in ("float32", "float64"):
             raise LinksimError(f"oampnet: precision must be 'float32' or 'float64', got {precision!r}")
-        if loss_layers not in ("last", "all"):
-            raise LinksimError(f"oampnet: loss_layers must be 'last' or 'all', got {loss_layers!r}")
+        if loss_layers not in ("last", "all", "ce"):
+            raise LinksimError(f"oampnet: loss_layers must be 'last', 'all' or 'ce', got {loss_layers!r}")
         self.precision = precision
         self.loss_layers = loss_layers
         self.gamma = nn.Parameter(torch.ones(self.num_layers))
@@ -169,6 +170,8 @@ class OAMPNet(AgentModel):
     def training_loss(self, batch: dict) -> torch.Tensor:
         y, h, nv, x = batch_tensors(batch)
         xs = self._layers(y, h, nv)
+        if self.loss_layers == "ce":                   # symbol-level: the last layer's estimates
+            return symbol_ce(xs[-1], batch["idx"].to(xs[-1].device), self.num_bits_per_symbol).to(torch.float32)
         if self.loss_layers == "last":
             xs = xs[-1:]
         x = x.to(xs[0].dtype)
