@@ -150,6 +150,13 @@ def _latin1_agent(tmp_path, tiny_toml):
     return str(d)
 
 
+def _agent_without_scenario(tmp_path, tiny_toml):
+    """An untrained agent whose scenario is nowhere: not beside it, above it, or in the working
+    directory."""
+    _file(tmp_path, "lost/agent.toml", b'[agent]\narch = "dnn"\nscenario = "nowhere/lost.toml"\n')
+    return str(tmp_path / "lost")
+
+
 def _nine_users(tmp_path, tiny_toml):
     """The tiny scenario (8 antennas) with 9 detection users: valid, overloaded."""
     text = Path(tiny_toml()).read_text().replace("[detection]\nnum_users = 2", "[detection]\nnum_users = 9")
@@ -188,6 +195,10 @@ BAD_INPUTS = [
                  ["s.toml: not UTF-8 text (byte 0x80 at offset 128)"], id="scenario-binary"),
     pytest.param(lambda tmp, toml: ["train", _latin1_agent(tmp, toml)],
                  ["latin/agent.toml: not UTF-8 text (byte 0xe7"], id="agent-toml-latin1"),
+    pytest.param(lambda tmp, toml: ["train", _agent_without_scenario(tmp, toml)],
+                 ["lost/agent.toml: agent.scenario 'nowhere/lost.toml': scenario file not found in the "
+                  "agent folder", "lost, any folder above it, or the working directory"],
+                 id="agent-scenario-not-found"),
     pytest.param(_sweep("snr_db=10", lambda tmp, toml: _file(tmp, "e.toml", b"# nothing\n\n")),
                  ["e.toml: empty scenario"], id="scenario-empty"),
     pytest.param(_sweep(["tx_power_dbw=0:10:5", "num_users=1,2"]),
