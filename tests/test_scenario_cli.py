@@ -1,6 +1,7 @@
 """Scenarios are validated with one-line errors; the CLI exits 2 with one named line on bad input."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,20 @@ def test_list_names_blocks_and_scenarios(capsys):
         assert name in out
     assert set(linksim.blocks.names("precoder")) >= {"zf", "rzf", "mrt", "wmmse"}
     assert set(linksim.blocks.names("reference")) >= {"dpc_bound", "genie"}
+
+
+def test_list_outside_the_repository_says_where_it_looked(capsys, tmp_path, monkeypatch):
+    """Run from a folder without scenarios/ and agents/, `linksim list` names the folders it
+    searched and how to point it at others; given them, it lists what they hold."""
+    repo = Path.cwd()
+    monkeypatch.chdir(tmp_path)
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert f"scenarios (*.toml in {tmp_path / 'scenarios'}):\n  none found (no such folder); name the " \
+        "folder with --scenarios DIR" in out
+    assert f"agents (*/agent.toml in {tmp_path / 'agents'}, use as agent:PATH):\n  none found (no such " \
+        "folder); name the folder with --agents DIR" in out
+    assert main(["list", "--scenarios", str(repo / "scenarios"), "--agents", str(repo / "agents")]) == 0
+    out = capsys.readouterr().out
+    assert str(repo / "scenarios" / "quick.toml") in out and f"agent:{repo / 'agents' / 'oampnet'}" in out
+    assert "none found" not in out
