@@ -29,6 +29,8 @@ class Block(torch.nn.Module):
     #: whether the block is defined for more users than BS antennas (K > M); a sweep refuses a
     #: point with K > M for a block that is not (``zf``, ``zf_det``, ``kbest``) before any compute
     serves_overloaded = True
+    #: why a block that does not serve K > M cannot, and what to use instead (the refusal says it)
+    overloaded_why = ""
 
     def __init__(self, precision: str | None = None, device: str | torch.device | None = None):
         super().__init__()

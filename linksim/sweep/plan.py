@@ -75,8 +75,9 @@ def check_sizes(cls, block, scenario: Scenario, label: str) -> None:
     refuses (agents: the sizes they were trained for)."""
     k, m = cls.num_users(scenario), scenario.channel.num_bs_antennas
     if k > m and not getattr(block, "serves_overloaded", True):
+        why = getattr(block, "overloaded_why", "") or "choose blocks that serve it, `linksim list`"
         raise LinksimError(f"block '{label}' needs num_users <= BS antennas, got K={k} > M={m} "
-                           "(an overloaded system: choose blocks that serve it, `linksim list`)")
+                           f"(an overloaded system): {why}")
     if hasattr(block, "check_scenario"):
         block.check_scenario(scenario)
 

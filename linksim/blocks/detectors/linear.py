@@ -95,6 +95,7 @@ class ZFDetector(_LinearDetector):
 
     name = "zf_det"
     serves_overloaded = False
+    overloaded_why = "zero-forcing inverts H^H H, which is singular for K > M (use lmmse, ml or mf)"
 
     def _equalise(self, y, h, s):
         if h.shape[-1] > h.shape[-2]:

@@ -65,7 +65,7 @@ class _SionnaHardDetector(_Detector):
         self._check_size(k)
         if m < k and not self.serves_overloaded:
             raise LinksimError(f"{self.name}: needs at least as many receive antennas as users "
-                               f"(M={m} < K={k})")
+                               f"(M={m} < K={k}): {self.overloaded_why}")
         # Equivalent K x K problem (exact for ML / K-Best, much smaller for M >> K); K > M (ML): as is
         yr, r = _square_reduction(y, h) if m >= k else (y, h)             # [b,n,T], [b,n,K]
         n = r.shape[1]
@@ -84,7 +84,7 @@ class _SionnaHardDetector(_Detector):
 
 @register_block("kbest", "detector")
 class KBestDetector(_SionnaHardDetector):
-    r"""K-Best tree search (Sionna ``KBestDetector``, complex representation, hard decisions).
+    r"""K-Best tree search (Sionna ``KBestDetector``, complex representation, hard decisions; needs M >= K).
 
     .. math::
         \hat{\mathbf{x}} \approx \mathop{\mathrm{argmin}}_{\mathbf{x}\in\mathcal{C}^K}
@@ -120,7 +120,9 @@ class KBestDetector(_SionnaHardDetector):
     """
 
     name = "kbest"
-    serves_overloaded = False   # Sionna's K-Best searches the K x K triangular form: M >= K
+    serves_overloaded = False
+    overloaded_why = ("Sionna's K-Best searches the triangular form of H (its QR decomposition), "
+                      "which needs M >= K (use ml or lmmse)")
 
     def __init__(self, num_bits_per_symbol: int = 4, k: int = 16, precision: str | None = None,
                  device: str | torch.device | None = None):
