@@ -163,6 +163,12 @@ def _nine_users(tmp_path, tiny_toml):
     return _file(tmp_path, "k9.toml", text.encode())
 
 
+def _long_detection(tmp_path, tiny_toml):
+    """The tiny scenario with 200000 detection drops per point at most."""
+    text = Path(tiny_toml()).read_text().replace("max_samples = 16", "max_samples = 200000")
+    return _file(tmp_path, "long.toml", text.encode())
+
+
 def _dataset_argv(scenario, out):
     return ["dataset", str(scenario), "--task", "detection", "--n", "2", "--out", str(out), "--quiet"]
 
@@ -232,6 +238,13 @@ BAD_INPUTS = [
     pytest.param(_sweep("num_users=9", task="loop", blocks="ar+wmmse,outdated+zf"),
                  ["--over num_users=9: block 'outdated+zf' needs num_users <= BS antennas"],
                  id="loop-zf-overloaded"),
+    pytest.param(_sweep("snr_db=0,10", task="detection", blocks="lmmse,ml", scenario=_long_detection),
+                 ["--over snr_db=0: ml: 16-QAM, K=2: 256 hypotheses x 288 symbol vectors per drop x 200000 "
+                  "drops = 1.5e10 hypothesis evaluations per point (limit 1.0e10", "use kbest, or at most "
+                  "135633 drops (detection.max_samples)"], id="ml-point-takes-hours"),
+    pytest.param(_sweep("num_users=2,6", task="coded", blocks="ml"),
+                 ["--over num_users=6: ml: 16-QAM with K=6 users is 1.7e7 hypotheses (limit 1.0e6); "
+                  "use kbest"], id="ml-too-many-hypotheses"),
     pytest.param(lambda tmp, toml: _dataset_argv(toml(), tmp),
                  ["is a folder; give the file to write"], id="dataset-out-is-folder"),
     pytest.param(lambda tmp, toml: _dataset_argv(toml(), Path(_file(tmp, "f", b"")) / "cp.h5"),

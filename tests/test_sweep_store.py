@@ -104,3 +104,41 @@ def test_block_options_it_does_not_take_are_refused():
     with pytest.raises(LinksimError, match=r"block 'wmmse': unknown option\(s\) max_itr .*max_iter"):
         linksim.blocks.get("wmmse", max_itr=5)
     assert linksim.blocks.get("wmmse", max_iter=5).max_iter == 5
+
+
+def test_the_bar_moves_within_a_slow_batch_and_counts_only_drops_run_now(tiny_toml, tmp_path, monkeypatch):
+    """``ml`` reports its progress per chunk, so the sweep's bar moves inside a batch (at its
+    defaults one batch of ``ml`` takes minutes); chunking changes no number. A resumed sweep's bar
+    leaves the resumed points out, and a point that stops early takes its unrun drops off the
+    total, so the bar counts (and rates) only drops computed in this run."""
+    from linksim.blocks.detectors import tree
+    from linksim.sweep import Progress
+
+    seen = []
+    real_init, real_show = Progress.__init__, Progress._show
+
+    def init(self, total, batch, desc, enabled):
+        real_init(self, total, batch, desc, enabled)
+        seen.append(("start", total, desc))
+
+    def show(self, n):
+        seen.append(("n", n, self.bar.total))
+        real_show(self, n)
+
+    monkeypatch.setattr(Progress, "__init__", init)
+    monkeypatch.setattr(Progress, "_show", show)
+    args = ("detection", ["lmmse", "ml"], "snr_db=0,30")
+    whole = read_rows(sweep(tiny_toml(), *args, tmp_path / "whole", progress=False).csv)
+    seen.clear()
+    monkeypatch.setattr(tree, "_ML_CHUNK_ELEMENTS", 256 * 2 * 100)    # 100 symbol vectors a chunk
+    chunked = read_rows(sweep(tiny_toml(), *args, tmp_path / "chunked", progress=False).csv)
+    assert chunked == whole
+    shown = [n for what, n, _ in seen if what == "n"]
+    assert shown == sorted(shown) and shown[-1] == 16 + 8         # snr 0: 8 drops (errors), 30: 16
+    assert set(range(1, 8)) <= set(shown)                          # inside the first 8-drop batch
+    # resumed: the finished point is left out, the early stop shrinks the total
+    sweep(tiny_toml(), "detection", ["lmmse"], "snr_db=0", tmp_path / "resumed", progress=False)
+    seen.clear()
+    sweep(tiny_toml(), "detection", ["lmmse"], "snr_db=0,30", tmp_path / "resumed", progress=False)
+    assert seen[0] == ("start", 16, "detection 1 block(s), 1 point(s) resumed")
+    assert seen[-1][1:] == (16, 16)

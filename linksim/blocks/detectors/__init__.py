@@ -19,8 +19,8 @@ from __future__ import annotations
 from ..qam import constellation_points, hard_decision, random_symbols, symbols_to_bits
 from .base import noise_vector
 from .linear import LMMSEDetector, MFDetector, ZFDetector
-from .tree import ML_MAX_HYPOTHESES, KBestDetector, MLDetector
+from .tree import ML_MAX_EVALUATIONS, ML_MAX_HYPOTHESES, KBestDetector, MLDetector
 
 __all__ = ["LMMSEDetector", "ZFDetector", "MFDetector", "KBestDetector", "MLDetector",
-           "ML_MAX_HYPOTHESES", "noise_vector", "hard_decision", "symbols_to_bits",
+           "ML_MAX_EVALUATIONS", "ML_MAX_HYPOTHESES", "noise_vector", "hard_decision", "symbols_to_bits",
            "random_symbols", "constellation_points"]

@@ -6,11 +6,16 @@ import torch
 
 from ...errors import LinksimError
 from ...registry import register_block
+from ..base import report_progress
 from ..qam import constellation_points, qam_name
 from .base import _Detector
 
 #: ``ml`` refuses problems with more hypotheses than this (2^20, about 1.0e6).
 ML_MAX_HYPOTHESES = 2 ** 20
+#: ``ml`` in a sweep: most hypothesis evaluations per point (hypotheses x symbol vectors per drop
+#: x drops); 1e10 takes 20 min or more on one CPU core (16-QAM, K = 4: ~0.13 us each, 2.4 s per
+#: drop of 48 subcarriers x 6 slots on an idle core, 4 s under load)
+ML_MAX_EVALUATIONS = 1e10
 #: complex entries of the largest intermediate tensor inside Sionna's ML detector per chunk
 _ML_CHUNK_ELEMENTS = 2 ** 22
 
@@ -74,10 +79,13 @@ class _SionnaHardDetector(_Detector):
         eye = torch.eye(n, dtype=self.cdtype, device=y.device)
         sf = (nv.to(self.cdtype)[:, None, None, None] * eye).expand(b, t, n, n).reshape(b * t, n, n)
         det = self._detector(k)
-        step = self._chunk(k)
+        step, parts = self._chunk(k), []
         with torch.no_grad():
-            idx = torch.cat([det(yf[i:i + step], rf[i:i + step], sf[i:i + step]).to(torch.int64)
-                             for i in range(0, b * t, step)])             # [b*T, K]
+            for i in range(0, b * t, step):
+                parts.append(det(yf[i:i + step], rf[i:i + step], sf[i:i + step]).to(torch.int64))
+                if step < b * t:                  # a long call: say how far it is (progress bars)
+                    report_progress(min(i + step, b * t) / (b * t))
+        idx = torch.cat(parts)                                            # [b*T, K]
         pts = constellation_points(self.num_bits_per_symbol, y.device, self.cdtype)
         return pts[idx].reshape(b, t, k).transpose(1, 2).contiguous()
 
@@ -141,7 +149,7 @@ class KBestDetector(_SionnaHardDetector):
 
 @register_block("ml", "detector")
 class MLDetector(_SionnaHardDetector):
-    r"""Maximum-likelihood detection (Sionna ``MaximumLikelihoodDetector``, hard decisions).
+    r"""Maximum-likelihood detection (Sionna ``MaximumLikelihoodDetector``, hard decisions); slow: |C|^K hypotheses per symbol vector (16-QAM, K = 4: ~2.4 s per drop), a sweep point over 1e10 evaluations is refused (use kbest).
 
     .. math::
         \hat{\mathbf{x}} = \mathop{\mathrm{argmin}}_{\mathbf{x}\in\mathcal{C}^K}
@@ -150,7 +158,10 @@ class MLDetector(_SionnaHardDetector):
     exhaustive over the :math:`|\mathcal{C}|^K` hypotheses (on the same exact K x K reduction as
     :class:`KBestDetector` when M >= K, on ``y`` and ``H`` as they are for K > M; the "maxlog" metric makes the per-user decisions those of the jointly
     most likely vector). Refuses (``LinksimError``) problems with more than
-    ``ML_MAX_HYPOTHESES`` (2^20) hypotheses; use ``kbest`` then.
+    ``ML_MAX_HYPOTHESES`` (2^20) hypotheses; use ``kbest`` then. A sweep refuses, before any
+    compute, a point of more than ``ML_MAX_EVALUATIONS`` (1e10) hypothesis evaluations
+    (:meth:`check_work`); a long call reports its progress per chunk
+    (:func:`~linksim.blocks.base.report_progress`), so a sweep's bar moves within a batch.
 
     :param num_bits_per_symbol: bits per QAM symbol :math:`n` (:math:`|\mathcal{C}| = 2^n`)
     :param precision: ``"single"`` | ``"double"``; ``None``: ``linksim.config.precision``
@@ -180,6 +191,43 @@ class MLDetector(_SionnaHardDetector):
         if n > ML_MAX_HYPOTHESES:
             raise LinksimError(f"ml: {qam_name(self.num_bits_per_symbol)} with K={k} users is "
                                f"{_sci(n)} hypotheses (limit {_sci(ML_MAX_HYPOTHESES)}); use kbest")
+
+    def check_work(self, scenario, num_users: int, drops: int, setting: str = "max_samples") -> None:
+        r"""Refuse, in one line, a sweep point whose exhaustive search would take hours.
+
+        .. math::
+            |\mathcal{C}|^K \cdot F \cdot T \cdot D \le \texttt{ML\_MAX\_EVALUATIONS} = 10^{10}
+
+        for :math:`F` subcarriers, :math:`T` = ``detection.symbols_per_sample`` slots and at most
+        :math:`D` drops (the point's budget) of the detection link.
+
+        :param scenario: the point's :class:`~linksim.Scenario`
+        :param num_users: K at the point
+        :param drops: most drops the point may run (``Chain.budget``)
+        :param setting: the scenario key that sets ``drops``, named in the advice
+
+        .. rubric:: Examples
+
+        .. code-block:: python
+
+            import linksim
+            sc = linksim.load_scenario("scenarios/quick.toml")      # 16-QAM, K = 4, 4096 drops
+            ml = linksim.blocks.get("ml", kind="detector", scenario=sc)
+            ml.check_work(sc, 4, 512)     # 9.7e9: accepted
+            ml.check_work(sc, 4, 4096)    # LinksimError: ... 7.7e10 hypothesis evaluations ...
+        """
+        self._check_size(num_users)
+        hyp = (2 ** self.num_bits_per_symbol) ** num_users
+        vectors = scenario.channel.num_subcarriers * scenario.detection.symbols_per_sample
+        evaluations = hyp * vectors * drops
+        if evaluations > ML_MAX_EVALUATIONS:
+            most = int(ML_MAX_EVALUATIONS // (hyp * vectors))
+            fewer = f"at most {most} drops ({setting})" if most else "fewer users or a smaller QAM"
+            raise LinksimError(f"ml: {qam_name(self.num_bits_per_symbol)}, K={num_users}: {hyp} "
+                               f"hypotheses x {vectors} symbol vectors per drop x {drops} drops = "
+                               f"{_sci(evaluations)} hypothesis evaluations per point (limit "
+                               f"{_sci(ML_MAX_EVALUATIONS)}, 20 min or more on one CPU core): hours; "
+                               f"use kbest, or {fewer}")
 
     def _chunk(self, k: int) -> int:
         hyp = (2 ** self.num_bits_per_symbol) ** k
