@@ -142,3 +142,32 @@ def test_the_bar_moves_within_a_slow_batch_and_counts_only_drops_run_now(tiny_to
     sweep(tiny_toml(), "detection", ["lmmse"], "snr_db=0,30", tmp_path / "resumed", progress=False)
     assert seen[0] == ("start", 16, "detection 1 block(s), 1 point(s) resumed")
     assert seen[-1][1:] == (16, 16)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_written_files_follow_the_umask_as_figures_do(tiny_toml, tmp_path, umask):
+    """results.csv (appended, then rewritten sorted), meta.json, figures and a retrained agent's
+    agent.toml all get the permissions of a new file under the umask (0644 under 022), never
+    mkstemp's private 0600."""
+    import os
+    import stat
+
+    from linksim.agents.spec import read_agent, write_result
+    from linksim.plots import plot_dir
+
+    out, agent = tmp_path / "o", tmp_path / "agent"
+    agent.mkdir()
+    (agent / "agent.toml").write_text(f'[agent]\narch = "dnn"\nscenario = "{tiny_toml()}"\n')
+    old = os.umask(umask)
+    try:
+        sweep(tiny_toml(), "precoding", ["zf"], "tx_power_dbw=5", out, progress=False)
+        appended = stat.S_IMODE((out / "results.csv").stat().st_mode)
+        sweep(tiny_toml(), "precoding", ["zf"], "tx_power_dbw=5,0", out, progress=False)   # re-sorted
+        files = [out / "results.csv", out / "meta.json", *plot_dir(out)]
+        write_result(read_agent(agent), {"steps": 1})
+        files.append(agent / "agent.toml")
+    finally:
+        os.umask(old)
+    assert appended == 0o666 & ~umask
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == \
+        {p.name: oct(0o666 & ~umask) for p in files}
