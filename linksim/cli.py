@@ -118,7 +118,8 @@ def cmd_dataset(a):
 def cmd_campaign(a):
     from .campaigns import run_campaign
 
-    for p in run_campaign(a.command, a.scenario, a.out, progress=not a.quiet, backend=a.backend):
+    for p in run_campaign(a.command, a.scenario, a.out, progress=not a.quiet, backend=a.backend,
+                          report=print):
         print(p)
 
 
