@@ -5,6 +5,7 @@ import multiprocessing
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -171,3 +172,32 @@ def test_written_files_follow_the_umask_as_figures_do(tiny_toml, tmp_path, umask
     assert appended == 0o666 & ~umask
     assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == \
         {p.name: oct(0o666 & ~umask) for p in files}
+
+
+def test_a_curve_with_no_finite_point_is_left_out_and_the_figure_says_so(tmp_path, monkeypatch):
+    """The loop's NMSE figure has no legend entry for ``genie`` (NMSE −inf dB: nothing to draw);
+    its title says why. Figures where every curve is finite keep all of them."""
+    from matplotlib.figure import Figure
+
+    from linksim.plots import plot_dir
+
+    lines = ["task,block,x_name,x,metric,value,ci_low,ci_high,n"]
+    for x in (10, 100):
+        lines += [f"loop,genie+wmmse,speed_kmh,{x},nmse_db,-inf,-inf,-inf,4",
+                  f"loop,genie+wmmse,speed_kmh,{x},sum_rate,16,15.5,16.5,4",
+                  f"loop,outdated+wmmse,speed_kmh,{x},nmse_db,{-x / 10},{-x / 10 - 1},{-x / 10 + 1},4",
+                  f"loop,outdated+wmmse,speed_kmh,{x},sum_rate,{20 - x / 10},{19 - x / 10},{21 - x / 10},4"]
+    (tmp_path / "results.csv").write_text("\n".join(lines) + "\n")
+    drawn = {}
+    real = Figure.savefig
+
+    def savefig(self, fname, **kw):
+        ax = self.axes[0]
+        drawn[Path(fname).stem] = (ax.get_title(), [t.get_text() for t in ax.get_legend().get_texts()])
+        return real(self, fname, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    plot_dir(tmp_path)
+    assert drawn["loop_nmse_db_vs_speed_kmh"] == (
+        "loop: NMSE [dB]\ngenie+wmmse: exact (−∞ dB), not drawn", ["outdated+wmmse"])
+    assert drawn["loop_sum_rate_vs_speed_kmh"] == ("loop: Sum-rate [bit/s/Hz]", ["genie+wmmse", "outdated+wmmse"])
