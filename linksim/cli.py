@@ -77,11 +77,19 @@ def cmd_list(a):
         print(f"  {n:<12} [{kind}] {t.doc}")
     print("sweep parameters: " + ", ".join(SWEEP_PARAMS))
     root = Path(a.scenarios)
-    print(f"scenarios ({root}):")
-    for p in sorted(root.glob("*.toml")):
+    scenarios = sorted(root.glob("*.toml"))
+    print(f"scenarios (*.toml in {root.resolve()}):")
+    for p in scenarios:
         print(f"  {p}")
-    print(f"agents ({a.agents}, use as agent:PATH):")
-    for p in sorted(Path(a.agents).glob("*/agent.toml")):
+    if not scenarios:
+        print(f"  none found{_missing(root)}; name the folder with --scenarios DIR (the repository's "
+              "scenarios/ holds the shipped ones)")
+    agents = sorted(Path(a.agents).glob("*/agent.toml"))
+    print(f"agents (*/agent.toml in {Path(a.agents).resolve()}, use as agent:PATH):")
+    if not agents:
+        print(f"  none found{_missing(Path(a.agents))}; name the folder with --agents DIR (the "
+              "repository's agents/ holds the shipped ones)")
+    for p in agents:
         try:
             spec = read_agent(p.parent)
             state = "trained" if spec.weights.is_file() else "not trained (linksim train)"
@@ -89,6 +97,11 @@ def cmd_list(a):
             print(f"  agent:{p.parent}  {spec.arch} ({tasks}), {state}")
         except LinksimError as e:
             print(f"  agent:{p.parent}  unreadable: {e}")
+
+
+def _missing(folder: Path) -> str:
+    """`` (no such folder)`` when ``folder`` does not exist, for ``linksim list``'s hints."""
+    return "" if folder.is_dir() else " (no such folder)"
 
 
 def cmd_dataset(a):
@@ -110,7 +123,8 @@ def cmd_dataset(a):
 def cmd_campaign(a):
     from .campaigns import run_campaign
 
-    for p in run_campaign(a.command, a.scenario, a.out, progress=not a.quiet, backend=a.backend):
+    for p in run_campaign(a.command, a.scenario, a.out, progress=not a.quiet, backend=a.backend,
+                          report=print):
         print(p)
 
 

@@ -1,6 +1,7 @@
 """Paper-style figures from a results directory: one figure per (task, metric, swept parameter)."""
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -64,8 +65,37 @@ def place_legend(fig, ax, below: bool, **style) -> None:
     fig.tight_layout(rect=(0, extra / (h + extra), 1, 1))
 
 
+def undrawn(values: list[float], metric: str) -> str:
+    """Why a curve none of whose ``values`` can be drawn is left out, for the figure's note:
+    ``exact (−∞ dB)`` (a genie's NMSE), ``no errors (0)`` on a log axis, ``+∞``, or ``no value``
+    (NaN).
+
+    :param values: the curve's values (none finite, or none positive on a log axis)
+    :param metric: the results.csv metric (``nmse_db``, ``ser``, ...)
+    :output why: str
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        from linksim.plots import undrawn
+        undrawn([float("-inf")] * 4, "nmse_db")      # 'exact (−∞ dB)'
+    """
+    if all(v == -math.inf for v in values):
+        return "exact (−∞ dB)" if metric.endswith("_db") else "−∞"
+    if all(v == math.inf for v in values):
+        return "+∞"
+    if metric in LOG_Y and all(v == 0 for v in values):
+        return "no errors (0)"
+    return "no value"
+
+
 def plot_dir(out: str | Path) -> list[Path]:
-    """Write ``out/{task}_{metric}_vs_{x}.png`` and ``.pdf`` for every curve family in results.csv."""
+    """Write ``out/{task}_{metric}_vs_{x}.png`` and ``.pdf`` for every curve family in results.csv.
+
+    Points that cannot be drawn (non-finite values, zero on a log axis) are left out; a curve
+    with none left is not drawn at all (no empty legend entry) and the title says so, e.g.
+    ``genie: exact (−∞ dB), not drawn`` in the loop's NMSE figure."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -81,15 +111,20 @@ def plot_dir(out: str | Path) -> list[Path]:
     written = []
     for (task, metric, x_name), curves in sorted(groups.items()):
         fig, ax = plt.subplots(figsize=(5.2, 3.9))
+        notes = []
         for i, (block, rows) in enumerate(sorted(curves.items())):
             rows = sorted(rows, key=lambda r: float(r["x"]))
             x = [float(r["x"]) for r in rows]
             y = [float(r["value"]) for r in rows]
+            # a non-finite point (a genie's -inf dB), or a zero-error one on a log axis, cannot be drawn
+            keep = [k for k, v in enumerate(y) if math.isfinite(v) and (v > 0 or metric not in LOG_Y)]
+            if not keep:
+                notes.append(f"{block}: {undrawn(y, metric)}, not drawn")
+                continue
             lo = [max(0.0, yy - float(r["ci_low"])) for yy, r in zip(y, rows)]
             hi = [max(0.0, float(r["ci_high"]) - yy) for yy, r in zip(y, rows)]
-            if metric in LOG_Y:   # a zero-error point cannot be drawn on a log axis
-                keep = [k for k, v in enumerate(y) if v > 0]
-                x, y, lo, hi = ([s[k] for k in keep] for s in (x, y, lo, hi))
+            x, y, lo, hi = ([s[k] for k in keep] for s in (x, y, lo, hi))
+            if metric in LOG_Y:
                 lo = [min(lo_k, 0.999 * y_k) for lo_k, y_k in zip(lo, y)]
             ref = any(part in references for part in block.split("+"))   # limit curves: dashed
             ax.errorbar(x, y, yerr=[lo, hi], label=block, marker=MARKERS[i % len(MARKERS)],
@@ -99,9 +134,13 @@ def plot_dir(out: str | Path) -> list[Path]:
             ax.set_yscale("log")
         ax.set_xlabel(X_LABELS.get((task, x_name), X_LABELS.get(x_name, x_name)))
         ax.set_ylabel(Y_LABELS.get(metric, metric))
-        ax.set_title(f"{task}: {Y_LABELS.get(metric, metric)}", fontsize=10)
+        ax.set_title("\n".join([f"{task}: {Y_LABELS.get(metric, metric)}", *notes]), fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        place_legend(fig, ax, below=len(curves) > 8, fontsize=8)
+        drawn = len(curves) - len(notes)
+        if drawn:
+            place_legend(fig, ax, below=drawn > 8, fontsize=8)
+        else:
+            fig.tight_layout()
         stem = out / f"{task}_{metric}_vs_{x_name}"
         for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
             fig.savefig(stem.with_suffix("." + ext), dpi=150, metadata=meta)   # the same bytes every run

@@ -25,12 +25,45 @@ from .errors import LinksimError
 COLUMNS = ("task", "block", "x_name", "x", "metric", "value", "ci_low", "ci_high", "n")
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` less the process's umask: the permissions ``open()`` gives a new file (0o644
+    under the usual umask 022), for files made another way (``tempfile.mkstemp`` gives 0o600).
+
+    :param mode: the permissions asked for
+    :output mode: int, e.g. ``0o644``
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        from linksim.results import umask_mode
+        oct(umask_mode())          # '0o644' under umask 022
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mode & ~mask
+
+
 def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old or the new file, never a partial one."""
+    """Write ``text`` to ``path`` so readers see the old or the new file, never a partial one.
+    The file gets the permissions of any new file (the umask's, as figures do), not
+    ``mkstemp``'s private 0o600.
+
+    :param path: the file to write (its folder must exist)
+    :param text: the whole new content
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        from linksim.results import atomic_write
+        atomic_write(Path("results/pre/meta.json"), "{}\n")      # 0o644 under umask 022
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", newline="") as f:
+            os.fchmod(f.fileno(), umask_mode())
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -88,7 +121,7 @@ class ResultsStore:
         if not self.csv.exists() or self.csv.stat().st_size == 0:
             w.writeheader()
         w.writerows(rows)
-        fd = os.open(self.csv, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.csv, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)   # less the umask
         try:
             os.write(fd, buf.getvalue().encode())
             os.fsync(fd)

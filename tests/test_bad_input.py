@@ -150,10 +150,23 @@ def _latin1_agent(tmp_path, tiny_toml):
     return str(d)
 
 
+def _agent_without_scenario(tmp_path, tiny_toml):
+    """An untrained agent whose scenario is nowhere: not beside it, above it, or in the working
+    directory."""
+    _file(tmp_path, "lost/agent.toml", b'[agent]\narch = "dnn"\nscenario = "nowhere/lost.toml"\n')
+    return str(tmp_path / "lost")
+
+
 def _nine_users(tmp_path, tiny_toml):
     """The tiny scenario (8 antennas) with 9 detection users: valid, overloaded."""
     text = Path(tiny_toml()).read_text().replace("[detection]\nnum_users = 2", "[detection]\nnum_users = 9")
     return _file(tmp_path, "k9.toml", text.encode())
+
+
+def _long_detection(tmp_path, tiny_toml):
+    """The tiny scenario with 200000 detection drops per point at most."""
+    text = Path(tiny_toml()).read_text().replace("max_samples = 16", "max_samples = 200000")
+    return _file(tmp_path, "long.toml", text.encode())
 
 
 def _dataset_argv(scenario, out):
@@ -188,6 +201,10 @@ BAD_INPUTS = [
                  ["s.toml: not UTF-8 text (byte 0x80 at offset 128)"], id="scenario-binary"),
     pytest.param(lambda tmp, toml: ["train", _latin1_agent(tmp, toml)],
                  ["latin/agent.toml: not UTF-8 text (byte 0xe7"], id="agent-toml-latin1"),
+    pytest.param(lambda tmp, toml: ["train", _agent_without_scenario(tmp, toml)],
+                 ["lost/agent.toml: agent.scenario 'nowhere/lost.toml': scenario file not found in the "
+                  "agent folder", "lost, any folder above it, or the working directory"],
+                 id="agent-scenario-not-found"),
     pytest.param(_sweep("snr_db=10", lambda tmp, toml: _file(tmp, "e.toml", b"# nothing\n\n")),
                  ["e.toml: empty scenario"], id="scenario-empty"),
     pytest.param(_sweep(["tx_power_dbw=0:10:5", "num_users=1,2"]),
@@ -211,12 +228,23 @@ BAD_INPUTS = [
                  ["--over num_users=9: block 'zf' needs num_users <= BS antennas, got K=9 > M=8"],
                  id="zf-overloaded"),
     pytest.param(_sweep("num_users=9", task="detection", blocks="lmmse,zf_det"),
-                 ["--over num_users=9: block 'zf_det' needs num_users <= BS antennas"], id="zf_det-overloaded"),
+                 ["--over num_users=9: block 'zf_det' needs num_users <= BS antennas",
+                  "zero-forcing inverts H^H H, which is singular for K > M (use lmmse, ml or mf)"],
+                 id="zf_det-overloaded"),
     pytest.param(_sweep("num_users=9", task="coded", blocks="kbest"),
-                 ["--over num_users=9: block 'kbest' needs num_users <= BS antennas"], id="kbest-overloaded"),
+                 ["--over num_users=9: block 'kbest' needs num_users <= BS antennas, got K=9 > M=8",
+                  "Sionna's K-Best searches the triangular form of H (its QR decomposition), which "
+                  "needs M >= K (use ml or lmmse)"], id="kbest-overloaded"),
     pytest.param(_sweep("num_users=9", task="loop", blocks="ar+wmmse,outdated+zf"),
                  ["--over num_users=9: block 'outdated+zf' needs num_users <= BS antennas"],
                  id="loop-zf-overloaded"),
+    pytest.param(_sweep("snr_db=0,10", task="detection", blocks="lmmse,ml", scenario=_long_detection),
+                 ["--over snr_db=0: ml: 16-QAM, K=2: 256 hypotheses x 288 symbol vectors per drop x 200000 "
+                  "drops = 1.5e10 hypothesis evaluations per point (limit 1.0e10", "use kbest, or at most "
+                  "135633 drops (detection.max_samples)"], id="ml-point-takes-hours"),
+    pytest.param(_sweep("num_users=2,6", task="coded", blocks="ml"),
+                 ["--over num_users=6: ml: 16-QAM with K=6 users is 1.7e7 hypotheses (limit 1.0e6); "
+                  "use kbest"], id="ml-too-many-hypotheses"),
     pytest.param(lambda tmp, toml: _dataset_argv(toml(), tmp),
                  ["is a folder; give the file to write"], id="dataset-out-is-folder"),
     pytest.param(lambda tmp, toml: _dataset_argv(toml(), Path(_file(tmp, "f", b"")) / "cp.h5"),

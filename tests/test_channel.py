@@ -84,3 +84,15 @@ def test_dataset_export(tiny_scenario, tmp_path):
         assert f.attrs["seed"] == 5 and f.attrs["scenario_hash"] == sc.hash
         first = torch.from_numpy(f["h"][:8])
     assert torch.equal(first, linksim.ChannelSource(sc, seed=5).sample(8, num_users=2))
+
+
+def test_dataset_and_pool_bars_are_labelled(tiny_scenario, tmp_path, capsys):
+    """`linksim dataset` and the training pools show what they draw on their progress bars."""
+    from linksim.channel.dataset import export_dataset
+    from linksim.channel.pool import channel_pool
+
+    sc = tiny_scenario()
+    export_dataset(sc, 2, tmp_path / "d.h5", num_users=2, num_time=1, progress=True)
+    channel_pool(sc, 2, 7, 30.0, tmp_path / "cache", num_users=2, num_time=1, tag="detection")
+    err = capsys.readouterr().err
+    assert "dataset d.h5: 100%" in err and "detection channel pool (seed 7): 100%" in err

@@ -70,13 +70,18 @@ def test_detection_chain_at_k_above_m_orders_ml_lmmse_mf(overloaded):
     assert ser["ml"][2] < ser["lmmse"][1] and ser["lmmse"][2] < ser["mf"][1], ser   # disjoint 95% CIs
 
 
-@pytest.mark.parametrize("name, kind, args", [
-    ("zf", "precoder", lambda: (_h((4, K, M)), 1.0, 0.1)),
-    ("zf_det", "detector", lambda: (_h((4, M, 5)), _h((4, M, K)), 0.1)),
-    ("kbest", "detector", lambda: (_h((4, M, 5)), _h((4, M, K)), 0.1)),
+@pytest.mark.parametrize("name, kind, args, why", [
+    ("zf", "precoder", lambda: (_h((4, K, M)), 1.0, 0.1), r"zero-forcing needs K <= M.*\(use rzf"),
+    ("zf_det", "detector", lambda: (_h((4, M, 5)), _h((4, M, K)), 0.1), r"zero-forcing needs K <= M.*\(use lmmse"),
+    ("kbest", "detector", lambda: (_h((4, M, 5)), _h((4, M, K)), 0.1),
+     r"Sionna's K-Best searches the triangular form of H \(its QR decomposition\), which needs M >= K "
+     r"\(use ml or lmmse\)"),
 ])
-def test_blocks_that_cannot_serve_k_above_m_refuse_a_direct_call(name, kind, args):
+def test_blocks_that_cannot_serve_k_above_m_refuse_a_direct_call(name, kind, args, why):
+    """A direct call at K > M is refused in one line that says why and what to use instead (a
+    sweep refuses the point before any compute with the block's ``overloaded_why``)."""
     block = get(name, kind=kind)
-    assert block.serves_overloaded is False
-    with pytest.raises(LinksimError, match=f"K={K}"):
+    assert block.serves_overloaded is False and block.overloaded_why
+    with pytest.raises(LinksimError, match=why) as e:
         block(*args())
+    assert f"K={K}" in str(e.value)

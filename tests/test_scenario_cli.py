@@ -1,6 +1,7 @@
 """Scenarios are validated with one-line errors; the CLI exits 2 with one named line on bad input."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,40 @@ def test_list_names_blocks_and_scenarios(capsys):
         assert name in out
     assert set(linksim.blocks.names("precoder")) >= {"zf", "rzf", "mrt", "wmmse"}
     assert set(linksim.blocks.names("reference")) >= {"dpc_bound", "genie"}
+
+
+def test_list_outside_the_repository_says_where_it_looked(capsys, tmp_path, monkeypatch):
+    """Run from a folder without scenarios/ and agents/, `linksim list` names the folders it
+    searched and how to point it at others; given them, it lists what they hold."""
+    repo = Path.cwd()
+    monkeypatch.chdir(tmp_path)
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert f"scenarios (*.toml in {tmp_path / 'scenarios'}):\n  none found (no such folder); name the " \
+        "folder with --scenarios DIR" in out
+    assert f"agents (*/agent.toml in {tmp_path / 'agents'}, use as agent:PATH):\n  none found (no such " \
+        "folder); name the folder with --agents DIR" in out
+    assert main(["list", "--scenarios", str(repo / "scenarios"), "--agents", str(repo / "agents")]) == 0
+    out = capsys.readouterr().out
+    assert str(repo / "scenarios" / "quick.toml") in out and f"agent:{repo / 'agents' / 'oampnet'}" in out
+    assert "none found" not in out
+
+
+def test_demo_prints_the_numbers_it_drew(capsys, tiny_toml, tmp_path, monkeypatch):
+    """`linksim demo` (here with two small sweeps) prints, per sweep, each block's main metric at
+    the first and last grid point, then the figures."""
+    import linksim.campaigns
+
+    monkeypatch.setitem(linksim.campaigns.CAMPAIGNS, "demo", (
+        ("pre", None, "precoding", "zf,dpc_bound", "tx_power_dbw=-10,10"),
+        ("cp", None, "prediction", "outdated,ar", "speed_kmh=10,100"),
+    ))
+    assert main(["demo", "--scenario", tiny_toml(), "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = {(r["block"], float(r["x"])): float(r["value"])
+            for r in linksim.results.read_rows(tmp_path / "pre" / "results.csv")}
+    assert out[:3] == ["pre: sum_rate at tx_power_dbw = -10 -> 10",
+                       f"  zf         {rows[('zf', -10.0)]:.3g} -> {rows[('zf', 10.0)]:.3g}",
+                       f"  dpc_bound  {rows[('dpc_bound', -10.0)]:.3g} -> {rows[('dpc_bound', 10.0)]:.3g}"]
+    assert out[3] == "cp: nmse_db at speed_kmh = 10 -> 100" and out[4].startswith("  outdated  ")
+    assert out[6] == str(tmp_path / "pre" / "precoding_sum_rate_vs_tx_power_dbw.png")

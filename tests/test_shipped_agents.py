@@ -61,3 +61,27 @@ def test_shipped_agents_load_from_another_cache_folder(tmp_path, monkeypatch):
         sc = linksim.load_scenario(spec.scenario_path())
         for task in agent_tasks(spec):
             assert linksim.blocks.get(f"agent:{agent}", kind=kind_of(task), scenario=sc).kind == kind_of(task)
+
+
+def test_agent_scenario_is_found_from_any_working_directory(tmp_path, monkeypatch):
+    """agent.scenario is looked up in the agent folder, then each folder above it, then the working
+    directory: the shipped agents (``scenarios/quick.toml``, relative to the repository) resolve
+    from anywhere, and so do agents naming a file beside them or one in the working directory."""
+    repo = Path.cwd()
+    shipped = {folder: read_agent(folder).scenario_path() for folder in AGENTS}   # from the root
+    assert all(not p.is_absolute() for p in shipped.values())
+    beside = tmp_path / "a" / "beside"
+    beside.mkdir(parents=True)
+    (beside / "s.toml").write_text('name = "s"\n')
+    (beside / "agent.toml").write_text('[agent]\narch = "dnn"\nscenario = "s.toml"\n')
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "agent.toml").write_text('[agent]\narch = "dnn"\nscenario = "here.toml"\n')
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "here.toml").write_text('name = "here"\n')
+    monkeypatch.chdir(work)
+    for folder, path in shipped.items():
+        assert read_agent(repo / folder).scenario_path() == repo / path
+    assert read_agent(beside).scenario_path() == beside / "s.toml"
+    assert read_agent(old).scenario_path() == Path("here.toml")        # the working directory, last

@@ -7,7 +7,8 @@ Layout::
     arch = "oampnet"                      # a registered architecture (`linksim list`)
     tasks = ["detection"]                 # optional: the tasks it is trained for (default: all
                                           # the architecture serves)
-    scenario = "scenarios/quick.toml"     # relative to the working directory or the agent folder
+    scenario = "scenarios/quick.toml"     # relative: the agent folder or a folder above it, then
+                                          # the working directory (AgentSpec.scenario_path)
     seed = 0
     [model]                               # constructor options of the architecture
     num_layers = 10
@@ -84,13 +85,45 @@ class AgentSpec:
         return self.path / WEIGHTS
 
     def scenario_path(self) -> Path:
-        """The scenario file: as written if it exists from the working directory, else relative
-        to the agent folder."""
+        """The scenario file ``agent.scenario`` names, wherever the command runs.
+
+        An absolute path is taken as written. A relative path is looked up, first match wins:
+
+        1. in the agent folder, then in each folder above it, nearest first (the shipped agents
+           name ``scenarios/quick.toml``, relative to the repository that holds ``agents/``);
+        2. in the working directory (agents written for the directory they were trained from).
+
+        :output path: the file, relative to the working directory when it lies under it
+        :raises LinksimError: in one line naming the agent.toml and every place looked
+
+        .. rubric:: Examples
+
+        .. code-block:: python
+
+            from linksim.agents.spec import read_agent
+            read_agent("/work/linksim/agents/oampnet").scenario_path()   # .../scenarios/quick.toml
+        """
         p = Path(self.scenario)
-        if p.is_file() or p.is_absolute():
+        where = self.path / "agent.toml"
+        if p.is_absolute():
+            if not p.is_file():
+                raise LinksimError(f"{where}: agent.scenario {p}: scenario file not found")
             return p
-        alt = self.path / p
-        return alt if alt.is_file() else p
+        folder = self.path.resolve()
+        for base in (folder, *folder.parents, Path.cwd()):
+            if (base / p).is_file():
+                return _shown(base / p)
+        raise LinksimError(f"{where}: agent.scenario {str(p)!r}: scenario file not found in the agent "
+                           f"folder {folder}, any folder above it, or the working directory {Path.cwd()}")
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working directory when it lies under it (as the user would type
+    it), else absolute."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def read_agent(path: str | Path) -> AgentSpec:

@@ -7,8 +7,15 @@ complex ones to ``cdtype`` on entry (a Python float stays a float: blocks turn i
 on their device themselves, so ``p_tx = 0.1`` is not rounded to float32 on the way in).
 
 ``kind`` and ``serves`` are set by :func:`linksim.registry.register_block`.
+
+A block whose one call may run for minutes (``ml``) says how far it is with
+:func:`report_progress`; whoever runs it (a sweep's progress bar) listens with
+:func:`progress_within`.
 """
 from __future__ import annotations
+
+import contextvars
+from contextlib import contextmanager
 
 import torch
 
@@ -29,6 +36,8 @@ class Block(torch.nn.Module):
     #: whether the block is defined for more users than BS antennas (K > M); a sweep refuses a
     #: point with K > M for a block that is not (``zf``, ``zf_det``, ``kbest``) before any compute
     serves_overloaded = True
+    #: why a block that does not serve K > M cannot, and what to use instead (the refusal says it)
+    overloaded_why = ""
 
     def __init__(self, precision: str | None = None, device: str | torch.device | None = None):
         super().__init__()
@@ -122,3 +131,51 @@ def positive(x: torch.Tensor, what: str) -> torch.Tensor:
     if bool(bad.any()):
         raise LinksimError(f"{what} must be finite and > 0, got {x[bad][0].item():g}")
     return x
+
+
+_PROGRESS = contextvars.ContextVar("linksim_progress_within", default=None)
+
+
+@contextmanager
+def progress_within(callback):
+    r"""Listen, inside the ``with`` body, to how far the running block call is.
+
+    A block that loops over chunks of one call (``ml``: :math:`|\mathcal{C}|^K` hypotheses for
+    every symbol vector) calls :func:`report_progress` after each chunk; ``callback`` then gets
+    the fraction of that call done. Nothing changes in what the block computes.
+
+    :param callback: ``callback(fraction)``, fraction in (0, 1]; ``None``: nobody listens
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        from linksim.blocks.base import progress_within
+        with progress_within(lambda f: print(f"{f:.0%}")):
+            x_hat = ml(y, h, 0.01)           # 6%, 12%, ..., 100% for a call of 16 chunks
+    """
+    token = _PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+def report_progress(fraction: float) -> None:
+    """Tell the listener of :func:`progress_within` (if any) that ``fraction`` of the running
+    block call is done.
+
+    :param fraction: float in (0, 1]
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        from linksim.blocks.base import report_progress
+        for i, chunk in enumerate(chunks):
+            ...                                       # one slow piece of the call
+            report_progress((i + 1) / len(chunks))
+    """
+    callback = _PROGRESS.get()
+    if callback is not None:
+        callback(fraction)

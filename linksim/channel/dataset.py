@@ -15,11 +15,13 @@ LAYOUT = "h[drop, time, user, bs_antenna, subcarrier] complex64; user k <-> BS a
 
 def export_dataset(scenario: Scenario, n: int, out: str | Path, num_users: int, num_time: int,
                    speed_kmh: float | tuple[float, float] | None = None, seed: int | None = None,
-                   progress: bool = True, attrs: dict | None = None) -> Path:
+                   progress: bool = True, attrs: dict | None = None, desc: str | None = None) -> Path:
     """Write ``n`` drops ``[n, num_time, num_users, M, F]`` to ``out`` (dataset ``h``), streamed in
     batches; the scenario, seed, speeds and ``attrs`` (e.g. the task) go to the file's attributes.
     Written to a temporary file and renamed when complete; an interrupted or failed export
     removes it and leaves ``out`` as it was (a re-run starts over).
+
+    :param desc: the progress bar's label (default ``dataset <file name>``)
     """
     import h5py
     from tqdm.auto import tqdm
@@ -37,7 +39,7 @@ def export_dataset(scenario: Scenario, n: int, out: str | Path, num_users: int, 
     m, f = scenario.channel.num_bs_antennas, scenario.channel.num_subcarriers
     batch = scenario.run.batch_size
     try:
-        with h5py.File(tmp, "w") as h5, tqdm(total=n, unit="drop", desc=f"dataset {out.name}",
+        with h5py.File(tmp, "w") as h5, tqdm(total=n, unit="drop", desc=desc or f"dataset {out.name}",
                                             disable=not progress) as bar:
             ds = h5.create_dataset("h", shape=(n, t, k, m, f), dtype="complex64",
                                    chunks=(min(batch, n), t, k, m, f))

@@ -34,7 +34,7 @@ def channel_pool(sc: Scenario, n: int, seed: int, speed_kmh, cache: Path, num_us
     if not path.is_file():
         Path(cache).mkdir(parents=True, exist_ok=True)
         export_dataset(sc, n, path, num_users=num_users, num_time=num_time, speed_kmh=speed_kmh, seed=seed,
-                       progress=progress, attrs={"task": tag})
+                       progress=progress, attrs={"task": tag}, desc=f"{tag} channel pool (seed {seed})")
     with h5py.File(path) as f:
         return torch.from_numpy(f["h"][:])
 

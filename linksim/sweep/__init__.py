@@ -27,7 +27,7 @@ from .backends import BACKENDS, Backend, get_backend, register_backend
 from .plan import MAX_POINTS, Plan, PointSpec, block_label, fingerprint, parse_over, plan
 from .run import Workspace, run_point
 
-__all__ = ["BACKENDS", "Backend", "MAX_POINTS", "Plan", "PointSpec", "Workspace", "block_label",
+__all__ = ["BACKENDS", "Backend", "MAX_POINTS", "Plan", "PointSpec", "Progress", "Workspace", "block_label",
            "fingerprint", "get_backend", "parse_over", "plan", "register_backend", "run_point", "sweep"]
 
 
@@ -58,26 +58,24 @@ def sweep(scenario: str | Path | Scenario, task: str, blocks: list[str], over: s
         if old and old != fp and any(r["block"] == lb for r in store.rows):
             raise LinksimError(f"{out}: the results of '{lb}' come from other weights ({old}, now {fp}); "
                                "choose another --out or delete that folder")
-    todo, skipped = [], 0
-    for p, budget in zip(the_plan.points, the_plan.budgets):
+    todo = []
+    for p in the_plan.points:
         x_name, x = _resolved(the_plan, p)
         labels = [lb for lb in the_plan.blocks if not store.done(task, lb, x_name, x)]
         if labels:
             todo.append((p, labels))
-        else:
-            skipped += budget
     t0 = time.time()
-    bar = _bar(sum(the_plan.budgets), skipped, f"{task} {len(blocks)} block(s)", progress)
-    finished = [skipped]
+    resumed = len(the_plan.points) - len(todo)
+    bar = Progress(sum(the_plan.budgets[p.index] for p, _ in todo), sc.run.batch_size,
+                   f"{task} {len(blocks)} block(s)" + (f", {resumed} point(s) resumed" if resumed else ""),
+                   progress)
 
     def on_point(p: PointSpec, rows: list[dict]) -> None:
         store.add(rows)                      # appended at once: a killed run keeps finished points
-        finished[0] += the_plan.budgets[p.index]
-        bar.n = finished[0]                  # a point may stop early (enough errors)
-        bar.refresh()
+        bar.point_done(the_plan.budgets[p.index])
 
     try:
-        runner.run(the_plan, todo, built, bar.update, on_point)
+        runner.run(the_plan, todo, built, bar, on_point)
     finally:  # clear the bar, so that an error message starts on its own line
         bar.close()
         store.finish()
@@ -94,9 +92,60 @@ def _resolved(the_plan: Plan, p: PointSpec) -> tuple[str, float]:
     return pt.x_name, pt.x
 
 
-def _bar(total, initial, desc, enabled):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, desc=desc, unit="drop", disable=not enabled, leave=False)
+class Progress:
+    """A sweep's progress bar, counting only the drops computed in this run, so that its rate
+    and time left are real ones.
+
+    Points resumed from results.csv are left out of the total (the label says how many); a point
+    that stops early (enough errors) takes the drops it did not need off the total instead of
+    counting them as done; a slow block reports how far it is within a batch (:meth:`partial`,
+    via :func:`~linksim.blocks.base.report_progress`), so the bar moves between batches.
+
+    :param total: most drops of the points to run
+    :param batch: drops per batch (``run.batch_size``), for the progress within a batch
+    :param desc: the bar's label
+    :param enabled: show it
+
+    .. rubric:: Examples
+
+    .. code-block:: python
+
+        bar = Progress(total=4096, batch=32, desc="detection 2 block(s)", enabled=True)
+        bar.partial(0.5)          # a slow block is half through a batch: 16/4096
+        bar(32)                   # the batch finished: 32/4096
+        bar.point_done(2048)      # the point stopped after 32 of its 2048 drops: 32/2080
+        bar.close()
+    """
+
+    def __init__(self, total: int, batch: int, desc: str, enabled: bool):
+        from tqdm.auto import tqdm
+        self.bar = tqdm(total=total, desc=desc, unit="drop", disable=not enabled, leave=False)
+        self.batch, self.done, self.point = batch, 0, 0
+
+    def __call__(self, drops: int) -> None:
+        """A batch of ``drops`` drops finished."""
+        self.done += drops
+        self.point += drops
+        self._show(self.done)
+
+    def partial(self, fraction: float) -> None:
+        """The running block call (one batch) is ``fraction`` done."""
+        left = max(0, self.bar.total - self.done)
+        self._show(self.done + int(fraction * min(self.batch, left)))
+
+    def point_done(self, budget: int) -> None:
+        """A point of at most ``budget`` drops finished: drop what it did not run from the total."""
+        self.bar.total -= max(0, budget - self.point)
+        self.point = 0
+        self._show(self.done)
+        self.bar.refresh()
+
+    def _show(self, n: int) -> None:
+        if n != self.bar.n:
+            self.bar.update(n - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _update_meta(store, meta, sc, task, blocks, over, wall_s, weights):

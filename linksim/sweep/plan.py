@@ -75,10 +75,19 @@ def check_sizes(cls, block, scenario: Scenario, label: str) -> None:
     refuses (agents: the sizes they were trained for)."""
     k, m = cls.num_users(scenario), scenario.channel.num_bs_antennas
     if k > m and not getattr(block, "serves_overloaded", True):
+        why = getattr(block, "overloaded_why", "") or "choose blocks that serve it, `linksim list`"
         raise LinksimError(f"block '{label}' needs num_users <= BS antennas, got K={k} > M={m} "
-                           "(an overloaded system: choose blocks that serve it, `linksim list`)")
+                           f"(an overloaded system): {why}")
     if hasattr(block, "check_scenario"):
         block.check_scenario(scenario)
+
+
+def check_work(cls, block, scenario: Scenario, drops: int) -> None:
+    """Refuse, in one line, a point that ``block`` (one part of a block of the task ``cls``) would
+    take hours on: a block with ``check_work`` (``ml``: hypotheses x symbol vectors x drops)
+    judges the point's ``drops`` (its budget), named after the task's ``max_samples`` key."""
+    if hasattr(block, "check_work"):
+        block.check_work(scenario, cls.num_users(scenario), drops, f"{cls.section}.max_samples")
 
 
 def block_label(name: str) -> str:
@@ -138,15 +147,17 @@ def plan(scenario: Scenario, task: str, blocks: list[str], over: str | None) -> 
     if len(labels) != len(blocks):
         raise LinksimError(f"--blocks: duplicate block names in {','.join(blocks)}")
     built = {lb: cls.make_block(n, scenario) for lb, n in labels.items()}
-    for p in points:                     # every point's sizes, before any compute
+    budgets = tuple(chain.budget(p) for p in points)
+    for p, drops in zip(points, budgets):  # every point's sizes and work, before any compute
         where = f"--over {p.x_name}={p.x:g}" if values else scenario.path
         for lb, b in built.items():
             for part in cls.parts(b):
                 try:
                     check_sizes(cls, part, p.scenario, lb)
+                    check_work(cls, part, p.scenario, drops)
                 except LinksimError as e:
                     raise LinksimError(f"{where}: {e}") from None
     specs = tuple(PointSpec(i, x_name, v) for i, v in enumerate(values)) if values else \
         (PointSpec(0, None, None),)
     weights = {lb: fingerprint(cls.parts(b)) for lb, b in built.items() if fingerprint(cls.parts(b))}
-    return Plan(scenario, task, labels, specs, tuple(chain.budget(p) for p in points), weights), built
+    return Plan(scenario, task, labels, specs, budgets, weights), built

@@ -5,6 +5,7 @@ deterministic functions of their inputs, and channels of their seeds.
 """
 from __future__ import annotations
 
+from ..blocks.base import progress_within
 from ..chains import ChannelCache, chain_class
 from ..channel import ChannelSource
 from .plan import Plan, PointSpec
@@ -44,12 +45,15 @@ def run_point(plan: Plan, spec: PointSpec, labels: list[str], progress=None,
     """Run the blocks ``labels`` of ``plan`` at point ``spec``; return its rows (the results.csv
     columns). A function of its arguments only: any process gives the same rows.
 
-    :param progress: called with the drops of each finished batch
+    :param progress: called with the drops of each finished batch; if it has a ``partial``
+        method (:class:`~linksim.sweep.Progress`), that gets the fraction of a batch a slow block
+        (``ml``) has done, as the block reports it (:func:`~linksim.blocks.base.report_progress`)
     :param workspace: reuse built blocks and drawn channels (default: build afresh)
     """
     chain, blocks = (workspace or Workspace()).get(plan)
     point = chain.point(spec.x_name, spec.x)
-    acc = chain.run_point({lb: blocks[lb] for lb in labels}, point, progress=progress)
+    with progress_within(getattr(progress, "partial", None)):
+        acc = chain.run_point({lb: blocks[lb] for lb in labels}, point, progress=progress)
     return [row(plan.task, lb, point, metric, a) for lb, ms in acc.items() for metric, a in ms.items()]
 
 

@@ -52,6 +52,7 @@ class ZF(Block):
     """
 
     serves_overloaded = False
+    overloaded_why = "zero-forcing inverts H H^H, which is singular for K > M (use rzf, wmmse or mrt)"
 
     def forward(self, h, p_tx, noise_var=None):
         h, p_tx = _c128(self.cast(h)), self.cast(p_tx)
