@@ -181,6 +181,35 @@ def test_predictor_protocol_shapes_and_series_layout():
         m.predict_series(torch.zeros(2, 15, 48, dtype=torch.complex64))
 
 
+def test_user_series_predictors_see_every_antenna_of_a_user():
+    """series = "user": one series per user with its M x F entries per step (what ar fits jointly).
+    Untrained it is exactly outdated CSI; a user's prediction depends on its other antennas; it
+    trains on [B, L, M, F] samples and refuses a scenario with another M."""
+    torch.manual_seed(0)
+    dims = Dims(num_bs_antennas=4, num_users=2, num_subcarriers=6, history=8, horizon=2,
+                bits_per_symbol=4, symbols_per_sample=6)
+    h = torch.randn(3, 8, 2, 4, 6, dtype=torch.complex64)
+    for arch in PRED_ARCHS:
+        m = build_model(arch, dims, {"series": "user", "hidden": 32} if arch != "transformer"
+                        else {"series": "user", "d_model": 32})
+        assert m.layouts == {"prediction": "user"}
+        with torch.no_grad():
+            assert torch.equal(m(h), h[:, -1:].expand(3, 2, 2, 4, 6))
+            torch.nn.init.normal_(m.head.weight, std=0.05)
+            y = m(h)
+            h2 = h.clone()
+            h2[0, :, 1, 3] += 1.0                                 # another antenna of user 1
+            y2 = m(h2)
+            assert not torch.equal(y[0, :, 1, 0], y2[0, :, 1, 0])  # antenna 0 sees antenna 3
+            assert torch.equal(y[0, :, 0], y2[0, :, 0])            # user 0 does not
+        fut = h[:, :2, 0] * 1.01
+        batch = {"hist": h[:, :, 0], "future": fut}               # [B, L, M, F], [B, P, M, F]
+        losses = _train(m, batch, 30, 3e-3)
+        assert losses[-1] < losses[0]
+        other = Dims(**{**dims.as_dict(), "num_bs_antennas": 8})
+        assert any("num_bs_antennas=4" in d for d in m.check_dims("prediction", other))
+
+
 # ------------------------------------------------------------------------------------ anchors
 
 def test_structure_with_reference_parameters_reproduces_wmmse():

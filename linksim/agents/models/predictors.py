@@ -64,9 +64,15 @@ class SeriesPredictor(AgentModel):
     initialisation is the normalised MSE of outdated CSI. ``loss="log_nmse"``: the mean over
     samples of :math:`\ln(\mathrm{NMSE}_b + 10^{-6})` instead.
 
-    :param dims: scenario sizes (uses ``num_subcarriers`` F, ``history`` L, ``horizon`` P)
+    ``series = "user"`` makes a series one user's whole ``M x F`` snapshot per time step (``2MF``
+    reals, what ``ar`` fits jointly) instead of one antenna's ``F`` subcarriers; the model is then
+    built for the scenario's M, and trains on all antennas of a user per sample.
+
+    :param dims: scenario sizes (uses ``num_subcarriers`` F, ``history`` L, ``horizon`` P; M for
+        ``series = "user"``)
     :param residual: add the prediction to the last history sample (default True)
     :param loss: ``"mse"`` (default) or ``"log_nmse"``
+    :param series: ``"antenna"`` (default: LLM4CP's per-antenna series) or ``"user"``
 
     :input h_hist: [b, L, ..., F], `torch.complex`. Channel history, e.g. ``[b, L, K, M, F]``;
         every index of the middle dimensions is an independent series.
@@ -74,12 +80,16 @@ class SeriesPredictor(AgentModel):
     :output h_future: [b, P, ..., F], `torch.complex64`. The predicted next ``P`` samples.
     """
 
-    def __init__(self, dims: Dims, residual: bool = True, loss: str = "mse"):
+    def __init__(self, dims: Dims, residual: bool = True, loss: str = "mse", series: str = "antenna"):
         super().__init__()
         if loss not in ("mse", "log_nmse"):
             raise LinksimError(f"{self.arch}: loss must be 'mse' or 'log_nmse', got {loss!r}")
-        self.loss = loss
-        self.num_subcarriers = int(dims.num_subcarriers)
+        if series not in ("antenna", "user"):
+            raise LinksimError(f"{self.arch}: series must be 'antenna' or 'user', got {series!r}")
+        self.loss, self.series = loss, series
+        self.layouts = {"prediction": series}
+        self.num_antennas = int(dims.num_bs_antennas) if series == "user" else 1
+        self.num_subcarriers = int(dims.num_subcarriers) * self.num_antennas    # entries per step
         self.history = int(dims.history)
         self.horizon = int(dims.horizon)
         self.residual = bool(residual)
@@ -128,9 +138,22 @@ class SeriesPredictor(AgentModel):
         y = x[:, -1:] + corr if self.residual else corr
         return real2complex_vector(y)
 
+    def check_dims(self, task, wanted):
+        out = super().check_dims(task, wanted)
+        if self.series == "user" and self.dims.num_bs_antennas != wanted.num_bs_antennas:
+            out.append(f"num_bs_antennas={self.dims.num_bs_antennas} (scenario: {wanted.num_bs_antennas})")
+        return out
+
     def forward(self, h_hist: torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(h_hist) or h_hist.dim() < 3:
             raise LinksimError(f"{self.arch}: expected h_hist [b, L, ..., F]")
+        if self.series == "user":                # [b, L, K, M, F]: a user's M x F entries per step
+            if h_hist.dim() != 5:
+                raise LinksimError(f"{self.arch}: series = 'user' expects h_hist [b, L, K, M, F], "
+                                   f"got {tuple(h_hist.shape)}")
+            b, n_t, k, m, f = h_hist.shape
+            y = self.predict_series(h_hist.transpose(1, 2).reshape(b * k, n_t, m * f))   # [bK, P, MF]
+            return y.reshape(b, k, self.horizon, m, f).transpose(1, 2)
         b, n_t, f = h_hist.shape[0], h_hist.shape[1], h_hist.shape[-1]
         mid = h_hist.shape[2:-1]
         s = h_hist.reshape(b, n_t, -1, f).transpose(1, 2).reshape(-1, n_t, f)   # [b*S, L, F]
@@ -146,6 +169,8 @@ class SeriesPredictor(AgentModel):
         from sionna.phy.mimo.utils import complex2real_vector
 
         hist, fut = batch["hist"], batch["future"]
+        if self.series == "user":                # [B, L, M, F] -> [B, L, MF]
+            hist, fut = hist.flatten(2), fut.flatten(2)
         self._check(hist)
         if fut.shape != (hist.shape[0], self.horizon, self.num_subcarriers):
             raise LinksimError(f"{self.arch}: expected future [B, P={self.horizon}, F], "
@@ -168,8 +193,8 @@ class _RecurrentPredictor(SeriesPredictor):
     cell = nn.RNN
 
     def __init__(self, dims: Dims, hidden: int = 128, num_layers: int = 4, dropout: float = 0.0,
-                 residual: bool = True, loss: str = "mse"):
-        super().__init__(dims, residual, loss)
+                 residual: bool = True, loss: str = "mse", series: str = "antenna"):
+        super().__init__(dims, residual, loss, series)
         if int(hidden) < 1 or int(num_layers) < 1:
             raise LinksimError(f"{self.arch}: hidden and num_layers must be >= 1")
         self.inp = nn.Linear(self.in_dim, int(hidden))
@@ -310,8 +335,8 @@ class TransformerPredictor(SeriesPredictor):
 
     def __init__(self, dims: Dims, d_model: int = 64, nhead: int = 4, num_layers: int = 3,
                  dim_feedforward: int = 256, dropout: float = 0.0, residual: bool = True,
-                 loss: str = "mse"):
-        super().__init__(dims, residual, loss)
+                 loss: str = "mse", series: str = "antenna"):
+        super().__init__(dims, residual, loss, series)
         d_model, nhead = int(d_model), int(nhead)
         if d_model < 1 or nhead < 1 or d_model % nhead:
             raise LinksimError(f"transformer: d_model ({d_model}) must be a positive multiple "
