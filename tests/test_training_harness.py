@@ -121,3 +121,29 @@ def test_learning_curve_reads_the_log_and_draws(tmp_path, tiny_toml):
     assert all(p.stat().st_size > 1000 for p in files)
     from linksim.cli import main
     assert main(["plot", str(d)]) == 0
+
+
+def test_drops_reuse_shares_one_draw_between_steps(tiny_scenario):
+    """drops_reuse = R: steps 0..R-1 sample their batches from one draw of drops (that of step 0),
+    step R from the next; every batch stays a function of (seed, step)."""
+    from linksim.agents.spec import TrainSpec
+    from linksim.config import derive_seed
+    from linksim.training.data import StepBatches
+    sc = tiny_scenario()
+    dims = linksim.agents.Dims.from_scenario(sc, "detection")
+
+    def batches():
+        d = FreshData("detection", ChannelSource(sc, seed=5), 1, 30.0, 2, 1, dims, sc, TrainSpec(), 0, reuse=3)
+        return StepBatches({"detection": (d, 32)}, lambda step, task: 1000 + step, lambda step: "rate")
+
+    def keys(h):                       # one key per channel matrix (a drop's subcarrier)
+        return {complex(v) for v in h[:, 0, 0]}
+
+    b = batches()
+    h = [b[s]["detection"]["h"] for s in range(4)]
+    draw = ChannelSource(sc, seed=5).sample(1, speed_kmh=30.0, num_users=2, num_time=1,
+                                            seed=derive_seed(1000, "drops"))
+    first = keys(b.datas["detection"][0].chain.train_samples(draw, "", 0))
+    assert keys(h[0]) | keys(h[1]) | keys(h[2]) <= first and not keys(h[3]) & first
+    assert not torch.equal(h[0], h[1])                        # other samples of the same draw
+    assert torch.equal(batches()[2]["detection"]["h"], h[2])  # step 2 alone: the same batch

@@ -37,7 +37,8 @@ class TrainSpec:
 
     Data: by default every step's batch comes from new channel drops (``pool_drops = 0``), drawn
     ahead of the trainer by ``data_workers`` worker processes, each batch a function of the seed
-    and the step; ``pool_drops = N`` draws N drops once and samples every batch from them (the
+    and the step (``drops_reuse = R``: R consecutive steps sample their batches from one draw, for
+    models whose step costs less than drawing its drops); ``pool_drops = N`` draws N drops once and samples every batch from them (the
     older recipe, kept for comparison). Stopping: training ends at ``steps``, after ``max_minutes``
     of wall clock, or when the validation score (:meth:`linksim.chains.Chain.score`, in dB, summed
     over the tasks) has not improved by ``min_delta`` dB for ``patience`` validations in a row;
@@ -52,6 +53,8 @@ class TrainSpec:
     grad_clip: float = 1.0
     pool_drops: int = 0           # 0: fresh drops every step; N: a fixed pool of N drops (cached in .cache/)
     data_workers: int = 1         # processes drawing batches ahead of the trainer (0: in the trainer)
+    drops_reuse: int = 1          # fresh data: steps that share one draw of drops (>1 when drawing
+                                  # drops costs more than a step, e.g. the small detectors)
     val_drops: int = 64           # drops of a separate seed for validation
     snr_db: list = field(default_factory=lambda: [5.0, 25.0])        # detection / history SNR
     speed_kmh: list = field(default_factory=lambda: [10.0, 100.0])   # user speeds (prediction)
@@ -182,8 +185,9 @@ def read_agent(path: str | Path) -> AgentSpec:
         train[key] = value
     spec = TrainSpec(**train)
     if spec.steps <= 0 or spec.batch_size <= 0 or spec.val_drops <= 0 or spec.val_every <= 0 \
-            or spec.checkpoint_every <= 0:
-        raise LinksimError(f"{f}: train.steps, batch_size, val_drops, val_every and checkpoint_every must be > 0")
+            or spec.checkpoint_every <= 0 or spec.drops_reuse <= 0:
+        raise LinksimError(f"{f}: train.steps, batch_size, val_drops, val_every, checkpoint_every and "
+                           "drops_reuse must be > 0")
     seed = agent.get("seed", 0)
     if not isinstance(seed, int) or seed < 0:
         raise LinksimError(f"{f}: agent.seed must be an integer >= 0")

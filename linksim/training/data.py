@@ -38,11 +38,15 @@ class TaskData:
         self.chain = chain_class(task)(sc)
         self.samples = self.chain.train_samples(pool, layout, seed)
 
+    #: steps that share one draw of drops (fresh data only; a pool is drawn once)
+    reuse = 1
+
     def __len__(self) -> int:
         return self.samples.shape[0]
 
-    def batch(self, size: int, seed: int, stage: str = "labels") -> dict:
-        """A training batch of ``size`` samples, a function of ``seed`` only."""
+    def batch(self, size: int, seed: int, stage: str = "labels", drop_seed: int | None = None) -> dict:
+        """A training batch of ``size`` samples, a function of ``seed`` only (``drop_seed``: fresh
+        data's draw of drops)."""
         return self.chain.train_batch(self.samples, size, generator(seed), self.train, stage, self.users)
 
     def val_batches(self, size: int, seed: int, max_batches: int = 8) -> list[dict]:
@@ -57,7 +61,8 @@ class FreshData(TaskData):
     seed only, as a pool batch is), then draws the batch from them as :class:`TaskData` does.
 
     :param source: the :class:`~linksim.channel.ChannelSource` of the pool's scenario
-    :param drops: drops per batch (enough for ``size`` samples: :func:`drops_per_batch`)
+    :param drops: drops per draw (enough for ``size`` samples: :func:`drops_per_batch`)
+    :param reuse: steps that share one draw (``train.drops_reuse``; 1: new drops every step)
     :param speed_kmh: a speed or ``(low, high)``, per user
     :param num_users: K of the drops
     :param num_time: time samples per drop
@@ -66,22 +71,26 @@ class FreshData(TaskData):
 
     def __init__(self, task: str, source, drops: int, speed_kmh, num_users: int, num_time: int,
                  dims: Dims, sc: Scenario, train, seed: int, layout: str = "",
-                 users: tuple[int, int] | None = None):
+                 users: tuple[int, int] | None = None, reuse: int = 1):
         self.task, self.dims, self.sc, self.train, self.users = task, dims, sc, train, users
         self.chain = chain_class(task)(sc)
         self.source, self.drops, self.speed = source, int(drops), speed_kmh
         self.num_users, self.num_time, self.layout = num_users, num_time, layout
         self.pool = self.samples = None
+        self.reuse = int(reuse)
+        self._last: tuple = (None, None)          # (drop seed, its samples): a draw serves `reuse` steps
 
     def __len__(self) -> int:
         return self.drops
 
-    def batch(self, size: int, seed: int, stage: str = "labels") -> dict:
+    def batch(self, size: int, seed: int, stage: str = "labels", drop_seed: int | None = None) -> dict:
         from ..config import derive_seed
-        h = self.source.sample(self.drops, speed_kmh=self.speed, num_users=self.num_users,
-                               num_time=self.num_time, seed=derive_seed(seed, "drops"))
-        samples = self.chain.train_samples(h.to(torch.complex64).cpu(), self.layout, seed)
-        return self.chain.train_batch(samples, size, generator(seed), self.train, stage, self.users)
+        drop_seed = derive_seed(seed, "drops") if drop_seed is None else drop_seed
+        if self._last[0] != drop_seed:
+            h = self.source.sample(self.drops, speed_kmh=self.speed, num_users=self.num_users,
+                                   num_time=self.num_time, seed=drop_seed)
+            self._last = (drop_seed, self.chain.train_samples(h.to(torch.complex64).cpu(), self.layout, drop_seed))
+        return self.chain.train_batch(self._last[1], size, generator(seed), self.train, stage, self.users)
 
 
 def drops_per_batch(task: str, sc: Scenario, size: int, layout: str, num_users: int, num_time: int) -> int:
@@ -107,8 +116,12 @@ class StepBatches(torch.utils.data.Dataset):
         self.datas, self.seed_of, self.stage_of = datas, seed_of, stage_of
 
     def __getitem__(self, step: int) -> dict:
+        from ..config import derive_seed
         stage = self.stage_of(step)
-        return {t: d.batch(size, self.seed_of(step, t), stage) for t, (d, size) in self.datas.items()}
+        # the drops of a step are those of the first step of its group of `reuse` steps
+        return {t: d.batch(size, self.seed_of(step, t), stage,
+                           derive_seed(self.seed_of(step - step % d.reuse, t), "drops"))
+                for t, (d, size) in self.datas.items()}
 
 
 def step_loader(batches: StepBatches, start: int, stop: int, workers: int):

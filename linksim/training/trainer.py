@@ -106,7 +106,8 @@ class _TaskRun:
         else:
             source = ChannelSource(pool_sc.replace(run={"device": "cpu"}), seed=derive_seed(spec.seed, "fresh"))
             drops = drops_per_batch(task, pool_sc, self.batch_size, layout, k, t)
-            self.data = FreshData(task, source, drops, speed, k, t, dims, sc, tr, spec.seed, layout, users)
+            self.data = FreshData(task, source, drops, speed, k, t, dims, sc, tr, spec.seed, layout, users,
+                                  tr.drops_reuse)
         val_data = TaskData(task, pool(tr.val_drops, derive_seed(spec.seed, "val")), dims, sc, tr,
                             spec.seed + 1, layout)
         self.val = [_to(b, acc.device) for b in val_data.val_batches(self.batch_size, spec.seed)]
