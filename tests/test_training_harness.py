@@ -147,3 +147,15 @@ def test_drops_reuse_shares_one_draw_between_steps(tiny_scenario):
     assert keys(h[0]) | keys(h[1]) | keys(h[2]) <= first and not keys(h[3]) & first
     assert not torch.equal(h[0], h[1])                        # other samples of the same draw
     assert torch.equal(batches()[2]["detection"]["h"], h[2])  # step 2 alone: the same batch
+
+
+def test_a_model_serving_a_range_of_k_is_validated_at_every_k(tmp_path, tiny_toml):
+    """cnn with users = [1, 2] (K_max 2): validation at K = 1 and K = 2, each beside WMMSE at that
+    K; K = 2 is the scenario's own K, so its metrics equal the main ones (the same batches)."""
+    extra = "label_steps = 2\ntx_power_dbw = [0.0, 5.0]"
+    d = make_agent(tmp_path, tiny_toml, "cnn", steps=4, model="users = [1, 2]", extra=extra)
+    r = train_agent(d, progress=False)
+    assert r["val_sum_rate_k2"] == r["val_sum_rate"] and r["val_sum_rate_wmmse_k2"] == r["val_sum_rate_wmmse"]
+    assert r["val_sum_rate_wmmse_k1"] < r["val_sum_rate_wmmse_k2"]            # one user: less rate
+    assert math.isclose(r["val_rate_ratio_k1"], r["val_sum_rate_k1"] / r["val_sum_rate_wmmse_k1"], rel_tol=1e-5)
+    assert set(read_curves(d)["precoding"]["references"]) == {"wmmse"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -49,8 +50,8 @@ def read_curves(folder: str | Path) -> dict:
                                    "not a number") from None
             if r["metric"] == name:
                 points[step * size] = value
-            elif r["metric"].startswith(prefix):
-                refs[r["metric"][len(prefix):]] = value
+            elif r["metric"].startswith(prefix) and not re.search(r"_k\d+$", r["metric"]):
+                refs[r["metric"][len(prefix):]] = value       # (per-K metrics end in _k<K>)
         samples = sorted(points)
         kept = spec.result.get("best_step", spec.result.get("steps", 0)) * size
         out[task] = {"metric": metric, "samples": samples, "values": [points[s] for s in samples],

@@ -108,10 +108,18 @@ class _TaskRun:
             drops = drops_per_batch(task, pool_sc, self.batch_size, layout, k, t)
             self.data = FreshData(task, source, drops, speed, k, t, dims, sc, tr, spec.seed, layout, users,
                                   tr.drops_reuse)
-        val_data = TaskData(task, pool(tr.val_drops, derive_seed(spec.seed, "val")), dims, sc, tr,
-                            spec.seed + 1, layout)
-        self.val = [_to(b, acc.device) for b in val_data.val_batches(self.batch_size, spec.seed)]
-        self.reference = reference_metrics(task, self.val, sc.replace(run={"device": str(acc.device)}))
+        val_pool = pool(tr.val_drops, derive_seed(spec.seed, "val"))
+
+        def val_of(scen):
+            data = TaskData(task, val_pool, dims, scen, tr, spec.seed + 1, layout)
+            batches = [_to(b, acc.device) for b in data.val_batches(self.batch_size, spec.seed)]
+            return batches, reference_metrics(task, batches, scen.replace(run={"device": str(acc.device)}))
+
+        self.val, self.reference = val_of(sc)
+        # a model serving a range of K is also validated at each K (the first k of the pool's K_max
+        # users), its metrics suffixed _k<K>: a K it has not learned shows in the log
+        self.by_k = {} if not users or users[0] == users[1] else \
+            {k: val_of(sc.replace(**{chain.section: {"num_users": k}})) for k in range(users[0], users[1] + 1)}
 
 
 def _step_seed(spec, step: int, task: str, single: bool, process: int) -> int:
@@ -185,7 +193,9 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
                           lambda step: "labels" if step < tr.label_steps else "rate")
     t0 = time.time()
     log_rows, metrics, stopped, waited = [], {}, "steps", 0.0
-    bar = tqdm(total=total, initial=start, desc=f"train {spec.path.name}", unit="step", disable=not show)
+    # a resumed run's bar counts the steps it runs (tqdm's rate would count resumed ones as instant)
+    bar = tqdm(total=total - start, desc=f"train {spec.path.name}" + (f" (from step {start})" if start else ""),
+               unit="step", disable=not show)
     loader = iter(step_loader(batches, start, total, tr.data_workers))
     done = start
     threads = torch.get_num_threads()
@@ -294,7 +304,12 @@ def _checkpoint(acc, ckpt, log_file, log_rows, state_file, done, wall_s, plateau
 
 
 def _validate_all(model, runs) -> dict:
-    return {r.task: validate(model, r.task, r.val, r.reference) for r in runs}
+    out = {}
+    for r in runs:
+        out[r.task] = validate(model, r.task, r.val, r.reference)
+        for k, (batches, reference) in r.by_k.items():
+            out[r.task] |= {f"{name}_k{k}": v for name, v in validate(model, r.task, batches, reference).items()}
+    return out
 
 
 def _append_log(path: Path, rows: list) -> None:
