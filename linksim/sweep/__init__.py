@@ -41,7 +41,8 @@ def sweep(scenario: str | Path | Scenario, task: str, blocks: list[str], over: s
     :param over: ``NAME=START:STOP:STEP`` / ``NAME=V1,V2`` / None (the scenario's own value)
     :param out: the results folder (``results.csv``, ``meta.json``)
     :param progress: show a progress bar
-    :param backend: ``"local"`` (default) or a :class:`~linksim.sweep.backends.Backend`
+    :param backend: ``"local"`` (default), ``"ray"`` or a :class:`~linksim.sweep.backends.Backend`
+        (:func:`get_backend` with options, e.g. ``get_backend("ray", workers=4)``)
     :returns: the store holding ``out/results.csv`` and ``out/meta.json``
     """
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
@@ -68,16 +69,24 @@ def sweep(scenario: str | Path | Scenario, task: str, blocks: list[str], over: s
             skipped += budget
     t0 = time.time()
     bar = _bar(sum(the_plan.budgets), skipped, f"{task} {len(blocks)} block(s)", progress)
-    finished = [skipped]
+    finished = [0]
+
+    live: dict = {}                          # point index (None: unnamed) -> drops shown so far
+
+    def on_drops(n: int, p: PointSpec | None = None) -> None:
+        key = None if p is None else p.index
+        live[key] = live.get(key, 0) + n
+        bar.update(n)
 
     def on_point(p: PointSpec, rows: list[dict]) -> None:
         store.add(rows)                      # appended at once: a killed run keeps finished points
-        finished[0] += the_plan.budgets[p.index]
-        bar.n = finished[0]                  # a point may stop early (enough errors)
-        bar.refresh()
+        finished[0] += 1
+        shown = live.pop(p.index, 0) + live.pop(None, 0)
+        bar.update(the_plan.budgets[p.index] - shown)   # a point may stop early (enough errors)
+        bar.set_postfix_str(f"{finished[0]}/{len(todo)} points", refresh=True)
 
     try:
-        runner.run(the_plan, todo, built, bar.update, on_point)
+        runner.run(the_plan, todo, built, on_drops, on_point)
     finally:  # clear the bar, so that an error message starts on its own line
         bar.close()
         store.finish()
