@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .plots import plot_dir
-from .sweep import sweep
+from .sweep import Backend, sweep
 
 # (folder, scenario or None for the command's, task, blocks, --over): each sweep goes to OUT/<folder>/
 DEMO = (
@@ -44,9 +44,9 @@ CAMPAIGNS = {"demo": DEMO, "baselines": BASELINES, "llm": LLM}
 
 
 def run_campaign(name: str, scenario: str | Path, out: str | Path, progress: bool = True,
-                 backend: str = "local") -> list[Path]:
-    """Run the sweeps of campaign ``name`` into ``out/<task>/`` (resumable; points on ``backend``)
-    and draw the figures."""
+                 backend: str | Backend = "local") -> list[Path]:
+    """Run the sweeps of campaign ``name`` into ``out/<task>/`` (resumable; points on ``backend``,
+    a name or a :class:`~linksim.sweep.Backend` with its options) and draw the figures."""
     figures = []
     for folder, own_scenario, task, blocks, over in CAMPAIGNS[name]:
         d = Path(out) / folder
