@@ -59,6 +59,18 @@ def test_ray_gives_the_local_csv_byte_for_byte(cluster, tiny_toml, tmp_path, tas
     assert on_ray == local and local.count("\n") > 4
 
 
+@pytest.mark.xfail(strict=True, reason="Sionna's 38.901 models draw the indoor distances on a "
+                   "process's first batch only, so a speed sweep depends on which point a process "
+                   "runs first (README, Running on a cluster); passes once a batch is a function "
+                   "of its seed alone")
+def test_a_speed_sweep_on_uma_is_identical(cluster, tiny_toml, tmp_path):
+    path = tiny_toml()
+    args = ("prediction", ["outdated"], "speed_kmh=10,60,100")
+    local = sweep(path, *args, tmp_path / "l", progress=False)
+    on_ray = sweep(path, *args, tmp_path / "r", progress=False, backend=get_backend("ray", workers=2))
+    assert on_ray.csv.read_text() == local.csv.read_text()
+
+
 def test_an_agent_travels_to_the_workers(cluster, tmp_path):
     sc = linksim.load_scenario("scenarios/quick.toml").replace(
         detection={"min_samples": 8, "max_samples": 8, "target_errors": 1})
