@@ -122,6 +122,12 @@ def test_an_error_on_a_worker_is_one_line(cluster, tiny_toml, tmp_path):
               backend=get_backend("ray", point_fn=_fail))
 
 
+def test_more_gpus_than_the_cluster_has_is_one_line(cluster, tiny_toml, tmp_path):
+    with pytest.raises(LinksimError, match=r"^--gpus-per-worker 1: the Ray cluster has 0 GPU\(s\)$"):
+        sweep(tiny_toml(), "precoding", ["zf"], "tx_power_dbw=0", tmp_path / "g", progress=False,
+              backend=get_backend("ray", gpus_per_worker=1))
+
+
 DRIVER = """
 import os, signal, sys
 from linksim.results import ResultsStore

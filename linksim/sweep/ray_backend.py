@@ -103,24 +103,28 @@ class RayBackend(Backend):
 
     def slots(self, ray) -> int:
         """Points in flight at once: ``workers``, else what the cluster's CPUs (GPUs) allow."""
+        res = ray.cluster_resources()
+        if self.gpus > res.get("GPU", 0):      # such tasks would wait for ever
+            raise LinksimError(f"--gpus-per-worker {self.gpus:g}: the Ray cluster has "
+                               f"{res.get('GPU', 0):g} GPU(s)")
         if self.workers:
             return self.workers
-        res = ray.cluster_resources()
         n = int(res.get("CPU", 1))
         if self.gpus:
-            n = min(n, int(res.get("GPU", 0) / self.gpus))
+            n = min(n, int(res["GPU"] / self.gpus))
         return max(n, 1)
 
     def run(self, plan, todo, built, on_drops, on_point):
         if not todo:
             return
         ray = self.connect()
+        slots = self.slots(ray)
         plan = shippable(plan)
         plan_ref = ray.put(plan)
         drops = ray.remote(num_cpus=0)(drop_counter()).remote()
         task = ray.remote(_run_on_worker).options(num_cpus=1, num_gpus=self.gpus,
                                                   max_retries=self.max_retries)
-        waiting, running, done, slots = list(todo), {}, set(), self.slots(ray)
+        waiting, running, done = list(todo), {}, set()
         try:
             while waiting or running:
                 while waiting and len(running) < slots:
