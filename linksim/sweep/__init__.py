@@ -41,7 +41,8 @@ def sweep(scenario: str | Path | Scenario, task: str, blocks: list[str], over: s
     :param over: ``NAME=START:STOP:STEP`` / ``NAME=V1,V2`` / None (the scenario's own value)
     :param out: the results folder (``results.csv``, ``meta.json``)
     :param progress: show a progress bar
-    :param backend: ``"local"`` (default) or a :class:`~linksim.sweep.backends.Backend`
+    :param backend: ``"local"`` (default), ``"ray"`` or a :class:`~linksim.sweep.backends.Backend`
+        (:func:`get_backend` with options, e.g. ``get_backend("ray", workers=4)``)
     :returns: the store holding ``out/results.csv`` and ``out/meta.json``
     """
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
@@ -68,11 +69,11 @@ def sweep(scenario: str | Path | Scenario, task: str, blocks: list[str], over: s
     resumed = len(the_plan.points) - len(todo)
     bar = Progress(sum(the_plan.budgets[p.index] for p, _ in todo), sc.run.batch_size,
                    f"{task} {len(blocks)} block(s)" + (f", {resumed} point(s) resumed" if resumed else ""),
-                   progress)
+                   progress, len(todo))
 
     def on_point(p: PointSpec, rows: list[dict]) -> None:
         store.add(rows)                      # appended at once: a killed run keeps finished points
-        bar.point_done(the_plan.budgets[p.index])
+        bar.point_done(the_plan.budgets[p.index], p)
 
     try:
         runner.run(the_plan, todo, built, bar, on_point)
@@ -101,10 +102,14 @@ class Progress:
     counting them as done; a slow block reports how far it is within a batch (:meth:`partial`,
     via :func:`~linksim.blocks.base.report_progress`), so the bar moves between batches.
 
+    Points may run at once (the Ray backend): drops are counted per point, so a point that
+    finishes early gives back exactly the drops it did not run.
+
     :param total: most drops of the points to run
     :param batch: drops per batch (``run.batch_size``), for the progress within a batch
     :param desc: the bar's label
     :param enabled: show it
+    :param points: points to run (the bar shows how many are done)
 
     .. rubric:: Examples
 
@@ -117,15 +122,17 @@ class Progress:
         bar.close()
     """
 
-    def __init__(self, total: int, batch: int, desc: str, enabled: bool):
+    def __init__(self, total: int, batch: int, desc: str, enabled: bool, points: int = 0):
         from tqdm.auto import tqdm
         self.bar = tqdm(total=total, desc=desc, unit="drop", disable=not enabled, leave=False)
-        self.batch, self.done, self.point = batch, 0, 0
+        self.batch, self.done, self.points, self.finished = batch, 0, points, 0
+        self.live: dict = {}                 # point index (None: the one running here) -> its drops
 
-    def __call__(self, drops: int) -> None:
-        """A batch of ``drops`` drops finished."""
+    def __call__(self, drops: int, point=None) -> None:
+        """A batch of ``drops`` drops of ``point`` (None: the point running in this process) finished."""
         self.done += drops
-        self.point += drops
+        key = None if point is None else point.index
+        self.live[key] = self.live.get(key, 0) + drops
         self._show(self.done)
 
     def partial(self, fraction: float) -> None:
@@ -133,10 +140,13 @@ class Progress:
         left = max(0, self.bar.total - self.done)
         self._show(self.done + int(fraction * min(self.batch, left)))
 
-    def point_done(self, budget: int) -> None:
+    def point_done(self, budget: int, point=None) -> None:
         """A point of at most ``budget`` drops finished: drop what it did not run from the total."""
-        self.bar.total -= max(0, budget - self.point)
-        self.point = 0
+        ran = self.live.pop(None, 0) + (self.live.pop(point.index, 0) if point is not None else 0)
+        self.bar.total -= max(0, budget - ran)
+        self.finished += 1
+        if self.points:
+            self.bar.set_postfix_str(f"{self.finished}/{self.points} points", refresh=False)
         self._show(self.done)
         self.bar.refresh()
 

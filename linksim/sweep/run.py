@@ -20,10 +20,11 @@ class Workspace:
     def __init__(self, plan: Plan | None = None, built: dict | None = None):
         self._memo: dict = {}
         if plan is not None and built is not None:
-            self._memo[self._key(plan)] = (self._chain(plan), dict(built))
+            self._memo[self.key(plan)] = (self._chain(plan), dict(built))
 
     @staticmethod
-    def _key(plan: Plan):
+    def key(plan: Plan):
+        """What identifies ``plan``'s chain and blocks (its scenario, task and block names)."""
         return plan.scenario.hash, plan.scenario.path, plan.task, tuple(sorted(plan.blocks.items()))
 
     @staticmethod
@@ -32,7 +33,7 @@ class Workspace:
 
     def get(self, plan: Plan):
         """(chain, label -> block) of ``plan``, built once per process."""
-        key = self._key(plan)
+        key = self.key(plan)
         if key not in self._memo:
             cls = chain_class(plan.task)
             self._memo[key] = (self._chain(plan),
