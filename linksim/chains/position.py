@@ -19,7 +19,7 @@ class Position:
     num_users: int = setting(4, lambda v: 0 < v <= 64, "must be in 1..64")
     snr_db: float = snr_setting()
     gnss_std_m: float = gnss_setting(10.0)
-    modalities: str = modalities_setting("csi,rsrp")
+    modalities: str = modalities_setting("csi,rsrp,gnss")
     los: str = los_setting()
     num_samples: int = setting(256, lambda v: v > 0, "must be > 0")
 
