@@ -169,6 +169,13 @@ def _long_detection(tmp_path, tiny_toml):
     return _file(tmp_path, "long.toml", text.encode())
 
 
+def _sensing(line, table="position"):
+    """The tiny scenario with ``line`` in a sensing task's table (and a few drops)."""
+    def make(tmp_path, tiny_toml):
+        return tiny_toml(f"\n[{table}]\nnum_samples = 8\n{line}\n")
+    return make
+
+
 def _dataset_argv(scenario, out):
     return ["dataset", str(scenario), "--task", "detection", "--n", "2", "--out", str(out), "--quiet"]
 
@@ -252,6 +259,21 @@ BAD_INPUTS = [
     pytest.param(_sweep(None, task="detection", blocks="zf_det", scenario=_nine_users),
                  ["k9.toml: block 'zf_det' needs num_users <= BS antennas, got K=9 > M=8"],
                  id="zf_det-overloaded-scenario"),
+    pytest.param(_sweep(None, task="position", blocks="knn", scenario=_sensing('modalities = "csi,lidar"')),
+                 ["position.modalities = 'csi,lidar' must list modalities of csi, csi_history, gnss, rsrp"],
+                 id="unknown-modality"),
+    pytest.param(_sweep(None, task="position", blocks="gnss_report,knn", scenario=_sensing('modalities = "csi,gnss"')),
+                 ["block 'knn' reads modality rsrp, which [position] modalities = 'csi,gnss' does not list"],
+                 id="modality-not-listed"),
+    pytest.param(_sweep(None, task="beam", blocks="last_beam", scenario=_sensing("oversampling = 9", "beam")),
+                 ["beam.oversampling = 9 must be in 1..8"], id="beam-oversampling-out-of-range"),
+    pytest.param(_sweep("snr_db=0,500", task="los", blocks="kfactor"),
+                 ["--over snr_db=500: los.snr_db = 500.0 must be in [-50, 100] dB"], id="los-snr-out-of-range"),
+    pytest.param(_sweep(None, task="pathloss", blocks="uma_formula", scenario=_sensing("gnss_std_m = -1", "pathloss")),
+                 ["pathloss.gnss_std_m = -1.0 must be in [0, 1e4] m"], id="gnss-std-negative"),
+    pytest.param(_sweep(None, task="los", blocks="kfactor", scenario=lambda tmp, toml: toml(model="rayleigh")),
+                 ["task 'los' needs a topology", "channel.model must be uma, umi or rma, got 'rayleigh'"],
+                 id="los-without-topology"),
 ]
 
 

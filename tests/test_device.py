@@ -23,7 +23,7 @@ from linksim.training.trainer import task_metrics
 from conftest import tiny
 
 SC = tiny(detection={"max_samples": 8, "min_samples": 8}, prediction={"num_samples": 8},
-          precoding={"num_samples": 8})
+          precoding={"num_samples": 8}, **{t: {"num_samples": 8} for t in ("los", "beam", "pathloss", "position")})
 
 
 def _blocks(task, sc):
@@ -77,7 +77,7 @@ def test_validation_and_sweep_count_the_same_on_the_same_drops(task):
     to the trainer's validation give the sweep's numbers."""
     chain = chain_class(task)(SC)
     point = chain.point()
-    name = {"detection": "lmmse", "precoding": "wmmse", "prediction": "ar"}[task]
+    name = {"detection": "lmmse", "precoding": "wmmse", "prediction": "ar"}.get(task, chain.references[0])
     block = linksim.blocks.get(name, TASKS[task].kind, SC)
     sweep = {f"val_{m}": a.result()[0] for m, a in chain.run_point({name: block}, point)[name].items()}
     assert task_metrics(block, task, list(chain.batches(point))) == sweep

@@ -9,7 +9,9 @@ import linksim
 from linksim.agents import AgentBlock, Dims, build_model
 from linksim.agents.spec import TrainSpec
 from linksim.blocks.precoders import sum_rate
-from linksim.registry import ARCHS, BLOCKS, REFERENCE, kind_of
+from linksim.chains import chain_class
+from linksim.chains.sensing import SensingChain, call as sensing_call
+from linksim.registry import ARCHS, BLOCKS, REFERENCE, TASKS, kind_of, task_of
 from linksim.training.data import TaskData
 
 from conftest import tiny
@@ -59,6 +61,24 @@ def _call(block, kind, inputs):
     return block(*inputs)
 
 
+#: block kinds whose task builds dict-of-modalities batches (the sensing tasks): their blocks are
+#: called on a batch of the task's own chain
+SENSING = {t.kind for t in TASKS.values() if issubclass(t.cls, SensingChain)}
+
+
+def _sensing_batch(kind: str, cast=None) -> dict:
+    """The first batch (B drops) of the task of ``kind`` on the tiny scenario; ``cast``: its
+    tensors to double precision."""
+    task = task_of(kind)
+    sc = SC.replace(**{task: {"num_samples": B}})
+    chain = chain_class(task)(sc)
+    batch = next(iter(chain.batches(chain.point())))
+    if cast:
+        batch = {k: (v.to(torch.complex128) if v.is_complex() else v.double() if v.is_floating_point() else v)
+                 if torch.is_tensor(v) else v for k, v in batch.items()}
+    return batch
+
+
 @pytest.mark.parametrize("name", sorted(BLOCKS))
 @pytest.mark.parametrize("precision", ["single", "double"])
 def test_every_block_follows_its_protocol(name, precision):
@@ -66,6 +86,14 @@ def test_every_block_follows_its_protocol(name, precision):
     sc = SC.replace(run={"precision": precision})
     block = linksim.blocks.get(name, kind=spec.serves, scenario=sc)
     assert block.kind == spec.kind and block.serves == spec.serves and spec.doc
+    if spec.serves in SENSING:
+        batch = _sensing_batch(spec.serves, cast=precision == "double")
+        out = sensing_call(block, batch)
+        assert out.dtype == block.dtype and out.device == torch.device(SC.run.device)
+        assert out.shape[:2] == batch["truth"].shape[:2] and torch.isfinite(out).all()
+        if spec.kind == REFERENCE:
+            assert torch.equal(out, batch["truth"])
+        return
     cdtype = torch.complex128 if precision == "double" else torch.complex64
     inputs = _inputs(spec.serves, cdtype)
     out = _call(block, spec.serves, inputs)
@@ -88,6 +116,10 @@ def test_double_precision_agrees_with_single(name):
     kind = BLOCKS[name].kind
     lo = linksim.blocks.get(name, kind=kind, scenario=SC)
     hi = linksim.blocks.get(name, kind=kind, scenario=SC.replace(run={"precision": "double"}))
+    if kind in SENSING:
+        a, b = sensing_call(lo, _sensing_batch(kind)), sensing_call(hi, _sensing_batch(kind, cast=True))
+        torch.testing.assert_close(a.double(), b, rtol=2e-4, atol=2e-4)
+        return
     x_lo = _inputs(kind, torch.complex64, seed=3)
     x_hi = tuple(v.to(torch.complex128) if torch.is_tensor(v) else v for v in x_lo)
     a, b = _call(lo, kind, x_lo), _call(hi, kind, x_hi)

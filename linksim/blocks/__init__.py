@@ -17,7 +17,7 @@ Example::
 """
 from __future__ import annotations
 
-from . import predictors, precoders, detectors  # noqa: F401  (register the kinds and blocks, in this order)
+from . import predictors, precoders, detectors, sensing  # noqa: F401  (register the kinds and blocks, in this order)
 from ..errors import LinksimError
 from ..registry import REFERENCE, RESOLVERS, BlockSpec, block_kinds, block_names, block_spec
 from .base import Block

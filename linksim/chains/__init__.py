@@ -4,6 +4,7 @@ and its scenario table. Adding a task adds a module here (or in a plugin package
 
 The import order is the order of the scenario tables, which enters the scenario hash."""
 from . import prediction, precoding, detection, coded, loop  # noqa: F401  (register; order matters)
+from . import los, beam, pathloss, position  # noqa: F401,E402  (the sensing tasks, after: their tables last)
 from .base import SWEEP_PARAMS, ChannelCache, Chain, Dims, Point
 from .coded import CodedChain
 from .detection import DetectionChain

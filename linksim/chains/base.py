@@ -99,11 +99,25 @@ class ChannelCache:
         seed = derive_seed(*key, batch, num_users, num_time)
         h = self.source.sample(batch, speed_kmh=speed_kmh, num_users=num_users, num_time=num_time,
                                seed=seed)
-        size = h.numel() * h.element_size()
-        if self._bytes + size <= self.max_bytes:
-            self._store[full] = h
-            self._bytes += size
+        self._keep(full, h, h.numel() * h.element_size())
         return h
+
+    def get_info(self, key: tuple, batch: int, speed_kmh: float, num_users: int, num_time: int, los):
+        """``(H, info)`` of :meth:`ChannelSource.sample_with_info`, cached as :meth:`get` caches
+        ``H`` (``los``: the LOS rule, in the seed and the key)."""
+        full = key + (batch, speed_kmh, num_users, num_time, "info", los)
+        if full in self._store:
+            return self._store[full]
+        seed = derive_seed(*key, batch, num_users, num_time, "info", los)
+        out = self.source.sample_with_info(batch, speed_kmh=speed_kmh, num_users=num_users,
+                                           num_time=num_time, seed=seed, los=los)
+        self._keep(full, out, sum(t.numel() * t.element_size() for t in (out[0], *out[1].values())))
+        return out
+
+    def _keep(self, key: tuple, value, size: int) -> None:
+        if self._bytes + size <= self.max_bytes:
+            self._store[key] = value
+            self._bytes += size
 
 
 class Chain:

@@ -81,6 +81,13 @@ class ChannelSource:
         :param seed: explicit seed for this batch (else the source's running counter)
         :returns: ``H`` complex (complex64, or complex128 with ``run.precision = "double"``) ``[batch, num_time, K, M, F]`` on ``run.device``
         """
+        b, v_lo, v_hi, k, t, seed = self._args(batch, speed_kmh, num_users, num_time, seed)
+        if self.ch.model == "rayleigh":
+            return self._rayleigh_batch(b, v_lo, v_hi, k, t, seed)
+        return self._tr38901_batch(b, v_lo, v_hi, k, t, seed)
+
+    def _args(self, batch, speed_kmh, num_users, num_time, seed) -> tuple:
+        """(batch, v_lo, v_hi [m/s], K, T, seed) of a call, checked; draws the running seed."""
         if batch <= 0:
             raise LinksimError(f"batch must be > 0, got {batch}")
         speed = self.ch.speed_kmh if speed_kmh is None else speed_kmh
@@ -95,9 +102,63 @@ class ChannelSource:
         if seed is None:
             seed = derive_seed(self.seed, "batch", self._count)
             self._count += 1
-        if self.ch.model == "rayleigh":
-            return self._rayleigh_batch(batch, lo / 3.6, hi / 3.6, k, t, seed)
-        return self._tr38901_batch(batch, lo / 3.6, hi / 3.6, k, t, seed)
+        return batch, lo / 3.6, hi / 3.6, k, t, seed
+
+    def sample_with_info(self, batch: int, speed_kmh: float | tuple[float, float] | None = None,
+                         num_users: int | None = None, num_time: int | None = None,
+                         seed: int | None = None, los: bool | str | None = None) -> tuple[torch.Tensor, dict]:
+        r"""One batch of channels and what they are made of: the labels of sensing tasks and the
+        truth behind their side information (GNSS, RSRP).
+
+        ``H`` is normalised as :meth:`sample` returns it (with ``los=None`` the very same tensor
+        for the same arguments); the un-normalised channel, path loss and shadowing applied, is
+
+        .. math::
+            \tilde{H}_{b,t,k,m,f} = 10^{P_{b,k}/20}\, H_{b,t,k,m,f}, \qquad
+            P_{b,k} = G_{b,k} + 10\log_{10}\overline{|H^{\mathrm{ss}}_{b,\cdot,k}|^2}
+
+        with :math:`G = -\mathrm{PL} + \mathrm{SF}` the large-scale gain in dB and the second
+        term the mean power of the drop's small-scale channel :math:`H^{\mathrm{ss}}` (Sionna's,
+        before normalisation) over time, antennas and subcarriers.
+
+        :param batch, speed_kmh, num_users, num_time, seed: as :meth:`sample`
+        :param los: ``None``: the scenario's ``channel.los``; ``True`` / ``False``: every outdoor
+            user LOS / NLOS; ``"random"``: each user's state drawn by the TR 38.901 LOS
+            probability of its distance (7.4.2)
+
+        :output H: [batch, num_time, K, M, F], complex (as :meth:`sample`)
+        :output info: dict of real tensors on ``run.device`` in ``run.precision``'s real dtype
+            (``los`` bool): ``los`` [b,K]; ``position`` [b,K,2] UT minus BS, horizontal [m];
+            ``ut_height`` [b,K], ``bs_height`` [b] [m]; ``distance_2d``, ``distance_3d`` [b,K] [m];
+            ``pathloss_db`` (basic PL), ``shadowing_db``, ``gain_db`` (:math:`G`), ``power_db``
+            (:math:`P`) [b,K]; ``bs_orientation`` [b,3] (yaw, downtilt, slant) [rad];
+            ``velocity`` [b,K,3] [m/s]. A one-line ``LinksimError`` for models without a topology
+            (``cdl``, ``rayleigh``).
+
+        .. rubric:: Examples
+
+        .. code-block:: python
+
+            import linksim
+            sc = linksim.load_scenario("scenarios/quick.toml")
+            H, info = linksim.ChannelSource(sc).sample_with_info(4, num_time=1, seed=1, los="random")
+            H.shape, info["los"].shape, info["position"].shape   # [4,1,4,16,48], [4,4], [4,4,2]
+            H_un = H * 10 ** (info["power_db"][:, None, :, None, None] / 20)   # path loss applied
+        """
+        from .tr38901 import SYSTEM_LEVEL
+
+        if self.ch.model not in SYSTEM_LEVEL:
+            raise LinksimError(f"channel.model = {self.ch.model!r} has no topology (positions, LOS "
+                               f"states, path loss): use one of {', '.join(SYSTEM_LEVEL)}")
+        if los is not None and los not in (True, False, "random"):
+            raise LinksimError(f"los must be None, True, False or 'random', got {los!r}")
+        args = self._args(batch, speed_kmh, num_users, num_time, seed)
+        h, info = self._tr38901_raw(*args, los=los, info=True)
+        power = 10 * torch.log10(h.abs().square().mean(dim=(1, 3, 4)).clamp_min(1e-30))
+        info = {k: v.to(self.device) if v.dtype == torch.bool else v.to(self.device, self.dtype)
+                for k, v in info.items()}
+        info["power_db"] = info["gain_db"] + power.to(self.device, self.dtype)
+        return _normalise_per_user(h).to(self.cdtype).contiguous(), info
 
     def stream(self, num_samples: int, batch: int, **kwargs) -> Iterator[torch.Tensor]:
         """Yield batches until ``num_samples`` drops have been produced (last batch may be smaller)."""
@@ -108,13 +169,16 @@ class ChannelSource:
             done += b
 
     # ------------------------------------------------------------------ 3GPP TR 38.901
-    def _tr38901_batch(self, b, v_lo, v_hi, k, t, seed):
+    def _tr38901_raw(self, b, v_lo, v_hi, k, t, seed, **kwargs):
         if self._sionna is None:
             from .tr38901 import SYSTEM_LEVEL, CDLLinks, SystemLevel
 
             cls = SystemLevel if self.ch.model in SYSTEM_LEVEL else CDLLinks
             self._sionna = cls(self.ch, self.precision, str(self.device))
-        h = self._sionna(b, v_lo, v_hi, k, t, seed)
+        return self._sionna(b, v_lo, v_hi, k, t, seed, **kwargs)
+
+    def _tr38901_batch(self, b, v_lo, v_hi, k, t, seed):
+        h = self._tr38901_raw(b, v_lo, v_hi, k, t, seed)
         return _normalise_per_user(h).to(self.cdtype).contiguous()
 
     # ------------------------------------------------------------------ Rayleigh

@@ -55,7 +55,8 @@ class SystemLevel:
         H_{t,k,m,f} = \sum_{p} a_{k,m,p}(t\,\Delta t)\, e^{-j 2\pi f_f \tau_{k,p}}
 
     Path loss and shadowing are off; ``los`` forces NLOS (``False``) or LOS (``True``) for the
-    outdoor users; RMa users that are not indoor are outdoor, not in-car (``in_car = False``; the
+    outdoor users (the call's ``los = "random"`` draws each user's state by the TR 38.901 LOS
+    probability, 7.4.2, instead of the channel's setting); RMa users that are not indoor are outdoor, not in-car (``in_car = False``; the
     car penetration loss would only change path loss anyway).
 
     :param channel: the scenario's ``[channel]`` table (:class:`~linksim.scenario.Channel`) with
@@ -68,9 +69,12 @@ class SystemLevel:
     :input num_users: `int`, K
     :input num_time: `int`, T time samples spaced ``sample_spacing_s``
     :input seed: `int`, sets ``sionna.phy.config.seed`` (same seed -> same channels)
+    :input los: ``None`` (the channel's ``los``), ``True``, ``False`` or ``"random"`` (3GPP LOS
+        probability per user)
+    :input info: `bool`, also return :meth:`side_info` (default ``False``)
 
     :output h: [batch, num_time, num_users, bs_antennas, num_subcarriers], complex (Sionna's
-        precision), not normalised
+        precision), not normalised; ``(h, info)`` with ``info=True``
 
     .. rubric:: Examples
 
@@ -96,7 +100,7 @@ class SystemLevel:
         self._topology_shape = None
 
     def __call__(self, batch: int, v_lo: float, v_hi: float, num_users: int, num_time: int,
-                 seed: int) -> torch.Tensor:
+                 seed: int, los=None, info: bool = False):
         import sionna.phy
         from sionna.phy.channel import cir_to_ofdm_channel, gen_single_sector_topology
 
@@ -111,10 +115,39 @@ class SystemLevel:
         extra = {}
         if self.name == "rma":
             extra["in_car"] = torch.zeros(b, k, dtype=torch.bool, device=self.device)
-        self.model.set_topology(*topo, los=self.ch.los, **extra)
+        self.model.set_topology(*topo, los=self.ch.los if los is None else los, **extra)
         a, tau = self.model(num_time_samples=num_time, sampling_frequency=1.0 / self.ch.sample_spacing_s)
         h = cir_to_ofdm_channel(self.freqs, a, tau)      # [b, 1, M, K, 1, t, F]
-        return h[:, 0, :, :, 0].permute(0, 3, 2, 1, 4)   # [b, t, K, M, F]
+        h = h[:, 0, :, :, 0].permute(0, 3, 2, 1, 4)      # [b, t, K, M, F]
+        return (h, self.side_info()) if info else h
+
+    def side_info(self) -> dict:
+        r"""What the drop just drawn is made of, read from Sionna's scenario (draws no random
+        number, so the channels are those of a call without it).
+
+        .. math::
+            G_k = -\mathrm{PL}_k + \mathrm{SF}_k \ \text{[dB]}
+
+        with :math:`\mathrm{PL}_k` the basic TR 38.901 path loss of user k (Table 7.4.1-1, LOS or
+        NLOS by its state; O2I penetration of indoor users is not included) and
+        :math:`\mathrm{SF}_k` its shadow fading (the large-scale parameter Sionna drew with the
+        drop, whether or not the channel applies it).
+
+        :output info: dict of real tensors on the model's device (``b`` drops, ``K`` users):
+            ``los`` [b,K] bool; ``position`` [b,K,2] UT minus BS in the horizontal plane [m];
+            ``ut_height`` [b,K], ``bs_height`` [b] [m]; ``distance_2d``, ``distance_3d`` [b,K] [m];
+            ``pathloss_db``, ``shadowing_db``, ``gain_db`` [b,K]; ``bs_orientation`` [b,3] [rad]
+            (yaw, downtilt, slant, TR 38.901 7.1); ``velocity`` [b,K,3] [m/s].
+        """
+        s = self.model._scenario
+        pl = s.basic_pathloss[:, 0]
+        sf = 10 * torch.log10(self.model._lsp.sf[:, 0])
+        ut, bs = s.ut_loc, s.bs_loc[:, 0]
+        return {"los": s.los[:, 0].clone(), "position": (ut[..., :2] - bs[:, None, :2]).clone(),
+                "ut_height": ut[..., 2].clone(), "bs_height": bs[:, 2].clone(),
+                "distance_2d": s.distance_2d[:, 0].clone(), "distance_3d": s.distance_3d[:, 0].clone(),
+                "pathloss_db": pl.clone(), "shadowing_db": sf, "gain_db": sf - pl,
+                "bs_orientation": s.bs_orientations[:, 0].clone(), "velocity": s.ut_velocities.clone()}
 
 
 class CDLLinks:
