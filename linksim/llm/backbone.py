@@ -152,8 +152,12 @@ class Backbone(torch.nn.Module):
         (expanded to ``b`` by :func:`expand_cache`) or ``b``. Never modified: a copy is extended.
     :input use_cache: bool. Also return the cache (prefix + these positions).
     :input attention_mask: [b, past + n], 0/1, or None (all positions visible).
+    :input hidden_states: bool. Return every layer's hidden states instead of the last one
+        (transformers' ``output_hidden_states``; for the agent's ``layers_tapped``).
 
-    :output hidden: [b, n, d], float32. Last hidden states.
+    :output hidden: [b, n, d], float32. Last hidden states; with ``hidden_states``, a tuple of
+        N + 1 such tensors: the input embeddings, then the output of each decoder layer (the
+        last after the final norm: equal to the default output).
     :output cache: ``DynamicCache``, only when ``use_cache``.
 
     .. rubric:: Examples
@@ -188,16 +192,19 @@ class Backbone(torch.nn.Module):
         return f"source={self.spec.source!r}, layers={self.num_layers}, width={self.width}, " \
                f"fingerprint={self.fingerprint}"
 
-    def forward(self, inputs_embeds, past_key_values=None, use_cache=False, attention_mask=None):
+    def forward(self, inputs_embeds, past_key_values=None, use_cache=False, attention_mask=None,
+                hidden_states=False):
         if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.width:
             raise ValueError(f"inputs_embeds must be [b, n, {self.width}], got {list(inputs_embeds.shape)}")
         if past_key_values is not None:
             past_key_values = expand_cache(past_key_values, inputs_embeds.shape[0])
+        extra = {"output_hidden_states": True} if hidden_states else {}
         out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=use_cache,
-                         **{self._cache_kw: past_key_values})
+                         **{self._cache_kw: past_key_values}, **extra)
+        hidden = tuple(out.hidden_states) if hidden_states else out.last_hidden_state
         if use_cache:
-            return out.last_hidden_state, (out.cache if hasattr(out, "cache") else out.past_key_values)
-        return out.last_hidden_state
+            return hidden, (out.cache if hasattr(out, "cache") else out.past_key_values)
+        return hidden
 
     def embed(self, token_ids) -> torch.Tensor:
         """Frozen input embeddings: ``token_ids`` [n] (int) -> [n, d] float32 (any leading shape)."""
