@@ -8,7 +8,8 @@ Data flow of one task (``task_forward(task, *inputs)``)::
     [prefix; data tokens] --frozen LLM + LoRA--> hidden [b, n, d] --head.decode--> block output
 
 Stored as ``agent.toml`` (``[model.backbone]`` names the backbone; ``[result.backbone]`` records its
-fingerprint), ``model.safetensors`` (the task heads only) and ``adapter/`` (peft's
+fingerprint), ``model.safetensors`` (the task heads, and the options' learned prefix and layer weights
+of :mod:`.mechanisms`) and ``adapter/`` (peft's
 ``save_pretrained``: the LoRA weights). The backbone itself is never copied into the agent.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ....errors import LinksimError
 from ....registry import register_arch
 from ...base import AgentModel, Dims
 from .heads import HEADS
+from .mechanisms import LayerTaps, SoftPrefix, check_prompt, check_taps
 from .options import BackboneOptions, LoraOptions
 
 __all__ = ["LLMAgent"]
@@ -76,7 +78,17 @@ class LLMAgent(AgentModel):
         ``"loftq"``), ``loftq_iters`` (1), ``width`` (token width without an LLM, 576)
     :param lora: ``[model.lora]``: ``r`` (16), ``alpha`` (16), ``dropout`` (0.05), ``targets``
         (attention and MLP projections)
-    :param prompt: ``"text"`` (default) or ``"none"`` (no instruction: the ablation)
+    :param prompt: ``"text"`` (default), ``"none"`` (no instruction: the ablation), ``"learned"``
+        (``prompt_tokens`` trained embeddings per task instead of the text, AI2MMUM's learnable
+        prompts) or ``"text+learned"`` (the text instruction, then the learned embeddings):
+        :class:`.mechanisms.SoftPrefix`, :math:`[\mathbf{e}^{\tau}; \mathbf{q}^{\tau};
+        \mathbf{z}]`, the learned embeddings initialised from the task identifier's tokens
+    :param prompt_tokens: ``n``, the learned prefix length per task (default 8; read by the learned
+        modes only)
+    :param layers_tapped: decoder layers ``[i, j, ...]`` in 1..``layers`` whose hidden states each
+        head reads as a learned per-task softmax-weighted sum :math:`\sum_\ell \alpha^{\tau}_\ell
+        \operatorname{norm}(\mathbf{H}_\ell)` (MMSense's task-specific multi-layer attention,
+        :class:`.mechanisms.LayerTaps`); default none: the last hidden state only
     :param users: ``[K_min, K_max]`` served in precoding (default ``[3, 8]``)
     :param cp_loss: ``"nmse"`` (default: per-user NMSE, linear) or ``"log_nmse"``
     :param heads: per-task head options, e.g. ``{prediction = {hidden = 256}}``
@@ -102,13 +114,15 @@ class LLMAgent(AgentModel):
     layouts = {"prediction": "user"}
 
     def __init__(self, dims: Dims, backbone: dict | None = None, lora: dict | None = None,
-                 prompt: str = "text", users=(3, 8), cp_loss: str = "nmse", heads: dict | None = None):
+                 prompt: str = "text", users=(3, 8), cp_loss: str = "nmse", heads: dict | None = None,
+                 prompt_tokens: int = 8, layers_tapped: list | None = None):
         super().__init__()
         self.dims = dims
         self.backbone_config = BackboneOptions.from_table(backbone)
         self.lora_config = LoraOptions.from_table(lora)
-        if prompt not in ("text", "none"):
-            raise LinksimError(f"llm: model.prompt must be 'text' or 'none', got {prompt!r}")
+        check_prompt(prompt, prompt_tokens)
+        no_llm = self.backbone_config.source == "none"
+        taps = check_taps(layers_tapped, None if no_llm else self.backbone_config.layers)
         if cp_loss not in ("nmse", "log_nmse"):
             raise LinksimError(f"llm: model.cp_loss must be 'nmse' or 'log_nmse', got {cp_loss!r}")
         if (not isinstance(users, (list, tuple)) or len(users) != 2 or not all(isinstance(u, int) for u in users)
@@ -133,6 +147,9 @@ class LLMAgent(AgentModel):
                 from ....llm.quant import quantize_lora_model
                 self.quant_report = quantize_lora_model(bb.model, quant, self.backbone_config.loftq_iters,
                                                         adapter=ADAPTER_NAME)
+        # optional mechanisms (None at their defaults: no parameters, the agent's files unchanged)
+        self.soft_prompt = SoftPrefix(HEADS, prompt_tokens, bb) if bb is not None and "learned" in prompt else None
+        self.layer_taps = LayerTaps(HEADS, taps, bb.num_layers) if taps else None
         heads = dict(heads or {})
         bad = sorted(set(heads) - set(HEADS))
         if bad:
@@ -187,28 +204,42 @@ class LLMAgent(AgentModel):
             self._prompt_ids[key] = self.llm.tokenize(instruction_for(task, self.dims, num_users=k))
         return self.llm.embed(self._prompt_ids[key])[None]
 
+    def _prefix_embeds(self, task: str, k: int | None) -> torch.Tensor:
+        """What precedes the data tokens ``[1, p, d]``: the text prompt, the learned prefix or both."""
+        if self.prompt_mode == "text":
+            return self._prompt(task, k)
+        if self.prompt_mode == "learned":
+            return self.soft_prompt(task)
+        return torch.cat([self._prompt(task, k), self.soft_prompt(task)], 1)      # "text+learned"
+
     def _prefix(self, task: str, k: int | None):
-        """The instruction's key/values, batch 1 (cached per task and K outside autograd)."""
+        """The prefix's key/values, batch 1 (cached per task and K outside autograd: the learned
+        prefix, as LoRA, changes only in training, and ``train()`` drops the cache)."""
         key = (task, k)
         cacheable = not torch.is_grad_enabled()
         if cacheable and key in self._prefix_cache:
             return self._prefix_cache[key]
-        _, cache = self.llm(self._prompt(task, k), use_cache=True)
+        _, cache = self.llm(self._prefix_embeds(task, k), use_cache=True)
         if cacheable:
             self._prefix_cache[key] = cache
         return cache
 
     def run_llm(self, task: str, tokens: torch.Tensor, k: int | None = None) -> torch.Tensor:
-        """Data tokens ``[b, n, d]`` -> hidden states ``[b, n, d]`` after the task's instruction."""
+        """Data tokens ``[b, n, d]`` -> hidden states ``[b, n, d]`` after the task's prefix (the
+        last layer's, or the task's weighted sum of the tapped layers')."""
         if self.llm is None:
             return tokens
+        taps = self.layer_taps is not None
         if self.prompt_mode == "none":
-            return self.llm(tokens)
-        if self.prefix_mode == "concat":
-            prompt = self._prompt(task, k)
-            full = self.llm(torch.cat([prompt.expand(tokens.shape[0], -1, -1), tokens], 1))
-            return full[:, prompt.shape[1]:]
-        return self.llm(tokens, past_key_values=self._prefix(task, k))
+            out = self.llm(tokens, hidden_states=taps)
+        elif self.prefix_mode == "concat":
+            prompt = self._prefix_embeds(task, k)
+            p = prompt.shape[1]
+            out = self.llm(torch.cat([prompt.expand(tokens.shape[0], -1, -1), tokens], 1), hidden_states=taps)
+            out = tuple(h[:, p:] for h in out) if taps else out[:, p:]
+        else:
+            out = self.llm(tokens, past_key_values=self._prefix(task, k), hidden_states=taps)
+        return self.layer_taps(task, out, getattr(self.llm.model, "norm", None)) if taps else out
 
     # ------------------------------------------------------------------------------ tasks
     def task_forward(self, task: str, *inputs):
@@ -257,7 +288,9 @@ class LLMAgent(AgentModel):
         return {k: v for k, v in self.backbone_options.items() if k in ("source", "layers", "quantization")}
 
     def head_state(self) -> dict:
-        return {k: v for k, v in self.state_dict().items() if k.startswith("heads.")}
+        """What ``model.safetensors`` holds: the heads, and the learned prefix and layer weights
+        when those options are on."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(("heads.", "soft_prompt.", "layer_taps."))}
 
     def save_weights(self, folder: Path) -> None:
         """``model.safetensors`` (heads) + ``adapter/`` (LoRA, laid out as peft's ``save_pretrained``:
@@ -297,6 +330,7 @@ class LLMAgent(AgentModel):
             extra = sorted(set(heads) ^ set(mine))[0]
             raise ValueError(f"heads do not match the architecture (e.g. {extra})")
         self.load_state_dict(heads, strict=False)
+        self._prefix_cache.clear()                 # a cached prefix was computed from other weights
         if self.llm is not None:
             f = folder / ADAPTER / "adapter_model.safetensors"
             if not f.is_file():
