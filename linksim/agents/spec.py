@@ -67,8 +67,9 @@ class TrainSpec:
     max_minutes: float = 0.0      # wall-clock cap in minutes (0: none)
     dataset: str = ""             # an exported HDF5 (`linksim dataset`) to train on instead of a pool
     # several tasks (one batch of each per step): weights of the per-task losses (default: each
-    # task's own ``loss_weight``, e.g. prediction 1, detection 5, precoding 0.2), batch sizes
-    loss_weights: dict = field(default_factory=dict)
+    # task's own ``loss_weight``, e.g. prediction 1, detection 5, precoding 0.2) or "uncertainty"
+    # (learned, linksim.training.weights; one task is never weighted), batch sizes
+    loss_weights: dict | str = field(default_factory=dict)
     batch_sizes: dict = field(default_factory=dict)   # per-task override of batch_size
 
 
@@ -162,6 +163,12 @@ def read_agent(path: str | Path) -> AgentSpec:
         if key not in names:
             raise LinksimError(f"{f}: unknown key 'train.{key}' (known: {', '.join(names)})")
         default = getattr(TrainSpec(), key)
+        if key == "loss_weights" and isinstance(value, str):
+            if value != "uncertainty":
+                raise LinksimError(f"{f}: train.loss_weights must map tasks to numbers or be \"uncertainty\", "
+                                   f"got {value!r}")
+            train[key] = value
+            continue
         if isinstance(default, dict):
             ok = isinstance(value, dict) and all(k in known and isinstance(v, (int, float))
                                                  and not isinstance(v, bool) and v >= 0 for k, v in value.items())

@@ -30,19 +30,25 @@ from ..scenario import load_scenario
 from .data import FreshData, StepBatches, TaskData, drops_per_batch, step_loader
 from .guard import check_overwrite
 from .stopping import Plateau
+from .weights import UNCERTAINTY, UncertaintyWeights
 
 LOG_COLUMNS = ("step", "task", "stage", "loss", "lr", "metric", "value")
 
 
 class _LossModule(torch.nn.Module):
-    """Routes ``training_loss`` through ``forward`` so DDP (multi-GPU) syncs gradients."""
+    """Routes ``training_loss`` through ``forward`` so DDP (multi-GPU) syncs gradients: returns
+    ``(loss, objective)``, the objective the task's uncertainty-weighted loss
+    (:mod:`~linksim.training.weights`, their log-variances held here: checkpointed, synced) or
+    None with fixed weights."""
 
-    def __init__(self, model):
+    def __init__(self, model, weights: UncertaintyWeights | None = None):
         super().__init__()
         self.model = model
+        self.weights = weights
 
     def forward(self, batch):
-        return self.model.training_loss(batch)
+        loss = self.model.training_loss(batch)
+        return loss, (None if self.weights is None else self.weights(batch["task"], loss))
 
 
 def _to(batch: dict, device) -> dict:
@@ -87,7 +93,9 @@ class _TaskRun:
         tr = spec.train
         chain = chain_class(task)
         self.task, self.batch_size = task, tr.batch_sizes.get(task, tr.batch_size)
-        self.weight = tr.loss_weights.get(task, chain.loss_weight)
+        # the fixed weight (with "uncertainty": the start of the learned one)
+        fixed = {} if tr.loss_weights == UNCERTAINTY else tr.loss_weights
+        self.weight = fixed.get(task, chain.loss_weight)
         users = model.users_for(task)
         pool_sc = sc.replace(**{chain.section: {"num_users": users[1]}}) if users else sc
         layout = model.layouts.get(task, "")
@@ -135,8 +143,9 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     Several tasks (``agent.tasks``) train together: every step draws one batch of each task and
     minimises ``sum_t train.loss_weights[t] * loss_t`` (one gradient step on the paper's weighted
     objective; a random task per step would give each task a third of the steps and a noisier
-    mixture). Batches are drawn ahead of the trainer by ``train.data_workers`` processes, from new
-    drops each step by default. Training stops at ``steps``, at the wall-clock cap or on a
+    mixture); ``train.loss_weights = "uncertainty"`` learns the weights instead
+    (:mod:`~linksim.training.weights`; ``loss_weight`` rows in the log). Batches are drawn ahead
+    of the trainer by ``train.data_workers`` processes, from new drops each step by default. Training stops at ``steps``, at the wall-clock cap or on a
     validation plateau (:class:`~linksim.training.stopping.Plateau`); the weights of the best
     validation are saved. Per-task losses, the weighted total (task ``all``), each task's validation
     metrics beside its classical references, and the data wait go to ``train_log.csv``.
@@ -164,10 +173,12 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     acc = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
     torch.manual_seed(derive_seed(spec.seed, "init"))
     model = build_model(spec.arch, dims, spec.model).train()   # (a frozen backbone may load in eval mode)
-    params = [p for p in model.parameters() if p.requires_grad]
+    weights = UncertaintyWeights({t: chain_class(t).loss_weight for t in tasks}) \
+        if tr.loss_weights == UNCERTAINTY and not single else None
+    params = [p for p in model.parameters() if p.requires_grad] + list(weights.parameters() if weights else [])
     opt = torch.optim.Adam(params, lr=tr.lr, weight_decay=tr.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=tr.lr_min)
-    wrapped, opt, sched = acc.prepare(_LossModule(model), opt, sched)
+    wrapped, opt, sched = acc.prepare(_LossModule(model, weights), opt, sched)
 
     cache = spec.path.parent / ".cache"   # shared by the agents of one folder (pools are keyed by content)
     show = progress and acc.is_local_main_process
@@ -219,13 +230,14 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
             step_loss, rows = 0.0, []
             for run in runs:
                 batch = _to(step_batches[run.task], acc.device) | {"task": run.task}
-                loss = wrapped(batch)
+                loss, objective = wrapped(batch)
                 lv = loss.detach().item()
                 if not torch.isfinite(loss):
                     raise LinksimError(f"{spec.path}: {run.task} loss is {lv} at step {step} "
                                        "(try a lower train.lr)")
-                acc.backward(loss if single else run.weight * loss)
-                step_loss += lv if single else run.weight * lv
+                weight = run.weight if weights is None else weights.weight(run.task)
+                acc.backward(loss if single else run.weight * loss if objective is None else objective)
+                step_loss += lv if single else weight * lv
                 rows.append((run.task, lv))
             if not single:
                 rows.append(("all", step_loss))
@@ -242,6 +254,8 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
                 metrics = _validate_all(acc.unwrap_model(wrapped).model, runs)
                 log_rows += [(done, t, stage, "", "", k, v) for t, m in metrics.items() for k, v in m.items()]
                 log_rows.append((done, "all", stage, "", "", "data_wait_s", round(waited, 3)))
+                if weights is not None:
+                    log_rows += [(done, t, stage, "", "", "loss_weight", round(weights.weight(t), 6)) for t in tasks]
                 if plateau.update(_score(metrics), done) and acc.is_main_process:
                     acc.unwrap_model(wrapped).model.save_weights(_fresh_dir(best_dir))
                     best_metrics = metrics
