@@ -157,6 +157,15 @@ def _agent_without_scenario(tmp_path, tiny_toml):
     return str(tmp_path / "lost")
 
 
+def _llm_agent(model="", train=""):
+    """An untrained tiny LLM agent with extra ``[model]`` / ``[train]`` lines (its mechanisms)."""
+    def make(tmp_path, tiny_toml):
+        _file(tmp_path, "llm/agent.toml", f'[agent]\narch = "llm"\nscenario = "{tiny_toml()}"\n[model]\n{model}\n'
+              f'[model.backbone]\nsource = "tiny"\nlayers = 2\n[train]\n{train}\n'.encode())
+        return ["train", str(tmp_path / "llm")]
+    return make
+
+
 def _nine_users(tmp_path, tiny_toml):
     """The tiny scenario (8 antennas) with 9 detection users: valid, overloaded."""
     text = Path(tiny_toml()).read_text().replace("[detection]\nnum_users = 2", "[detection]\nnum_users = 9")
@@ -274,6 +283,13 @@ BAD_INPUTS = [
     pytest.param(_sweep(None, task="los", blocks="kfactor", scenario=lambda tmp, toml: toml(model="rayleigh")),
                  ["task 'los' needs a topology", "channel.model must be uma, umi or rma, got 'rayleigh'"],
                  id="los-without-topology"),
+    pytest.param(_llm_agent(model='prompt = "soft"'),
+                 ["model.prompt must be one of text, none, learned, text+learned, got 'soft'"], id="llm-prompt-mode"),
+    pytest.param(_llm_agent(model="layers_tapped = [1, 3]"),
+                 ["model.layers_tapped must be in 1..2 (model.backbone.layers)"], id="llm-layers-tapped-range"),
+    pytest.param(_llm_agent(train='loss_weights = "learned"'),
+                 ['train.loss_weights must map tasks to numbers or be "uncertainty", got \'learned\''],
+                 id="llm-loss-weights-string"),
 ]
 
 
