@@ -107,3 +107,40 @@ def test_multitask_run_learns_and_logs_the_weights(tmp_path):
     assert not any("log_var" in k for k in load_file(str(d / "model.safetensors")))   # not in the agent
     ckpt = load_file(str(d / "checkpoint" / "model.safetensors"))                    # but checkpointed
     assert {f"weights.log_vars.{t}" for t in start} <= set(ckpt)
+
+
+def test_resume_after_kill_continues_with_the_same_learned_weights(tmp_path, monkeypatch):
+    """The log-variances are in the checkpoint: killed at step 5 of 6 and resumed, the run logs
+    the same weights and losses and ends with the same agent as an uninterrupted one."""
+    from safetensors.torch import load_file
+
+    from linksim.training.trainer import _LossModule
+
+    dirs = []
+    for name in ("full", "killed"):
+        (tmp_path / name).mkdir()
+        d = _agent(tmp_path / name, 'loss_weights = "uncertainty"\n')
+        text = (d / "agent.toml").read_text()
+        for key, value in (("steps", 6), ("val_every", 3), ("checkpoint_every", 3), ("label_steps", 3)):
+            text = re.sub(rf"\n{key} = \d+", f"\n{key} = {value}", text)
+        (d / "agent.toml").write_text(text)
+        dirs.append(d)
+    train_agent(dirs[0], progress=False)
+    original, calls = _LossModule.forward, {"n": 0}
+
+    def dies(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3 * 4 + 2:             # step 5 of 6, second task
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(_LossModule, "forward", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train_agent(dirs[1], progress=False)
+    monkeypatch.setattr(_LossModule, "forward", original)
+    train_agent(dirs[1], progress=False)
+    a, b = (load_file(str(d / "model.safetensors")) for d in dirs)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = [[(r["loss"], r["metric"], r["value"]) for r in csv.DictReader(open(d / "train_log.csv"))
+            if r["metric"] != "data_wait_s"] for d in dirs]
+    assert log[0] == log[1] and any(m == "loss_weight" for _, m, _ in log[0])
