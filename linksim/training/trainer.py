@@ -145,9 +145,9 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     objective; a random task per step would give each task a third of the steps and a noisier
     mixture); ``train.loss_weights = "uncertainty"`` learns the weights instead
     (:mod:`~linksim.training.weights`; ``loss_weight`` rows in the log). Batches are drawn ahead
-    of the trainer by ``train.data_workers`` processes, from new drops each step by default. Training stops at ``steps``, at the wall-clock cap or on a
-    validation plateau (:class:`~linksim.training.stopping.Plateau`); the weights of the best
-    validation are saved. Per-task losses, the weighted total (task ``all``), each task's validation
+    of the trainer by ``train.data_workers`` processes, from new drops each step by default.
+    Training stops at ``steps``, at the wall-clock cap or on a validation plateau
+    (:class:`~linksim.training.stopping.Plateau`); the weights of the best validation are saved. Per-task losses, the weighted total (task ``all``), each task's validation
     metrics beside its classical references, and the data wait go to ``train_log.csv``.
 
     A trained agent (weights and ``[result]``) is refused unless ``overwrite`` is set
@@ -242,7 +242,8 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
             if not single:
                 rows.append(("all", step_loss))
             if tr.grad_clip > 0:
-                acc.clip_grad_norm_(wrapped.parameters(), tr.grad_clip)
+                # the model's gradients only: the log-variances' own (O(1)) must not shrink them
+                acc.clip_grad_norm_(wrapped.parameters() if weights is None else model.parameters(), tr.grad_clip)
             opt.step()
             sched.step()
             lr = f"{sched.get_last_lr()[0]:.3g}"

@@ -53,6 +53,9 @@ class UncertaintyWeights(nn.Module):
     continues with the same :math:`s_t`) and Adam updates them with the model. Start:
     :math:`s_t = -\ln w^0_t` with :math:`w^0_t` the task's own ``loss_weight`` (prediction 1,
     detection 5, precoding 0.2), so the first steps are those of the fixed-weight recipe.
+    ``train.grad_clip`` clips the model's gradients only (the :math:`s_t` gradients,
+    :math:`1 - w_t L_t`, are O(1) and would shrink the model's step); ``train.weight_decay``
+    pulls :math:`s_t` towards 0 (weight 1) as it pulls the model's parameters.
 
     :param initial: task -> starting weight :math:`w^0_t > 0`
 
