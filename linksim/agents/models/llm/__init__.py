@@ -1,4 +1,5 @@
 """The multi-task LLM agent (architecture ``llm``): :mod:`.model` (backbone + LoRA + prompt prefix),
-:mod:`.heads` (task encoders and decoders). Importing registers it; transformers and peft are
+:mod:`.heads` (task encoders and decoders), :mod:`.mechanisms` (the optional learned prefix and
+tapped layers). Importing registers it; transformers and peft are
 imported only when an agent is built."""
 from .model import LLMAgent  # noqa: F401
