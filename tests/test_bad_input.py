@@ -247,10 +247,6 @@ BAD_INPUTS = [
                  ["--over num_users=9: block 'zf_det' needs num_users <= BS antennas",
                   "zero-forcing inverts H^H H, which is singular for K > M (use lmmse, ml or mf)"],
                  id="zf_det-overloaded"),
-    pytest.param(_sweep("num_users=9", task="coded", blocks="kbest"),
-                 ["--over num_users=9: block 'kbest' needs num_users <= BS antennas, got K=9 > M=8",
-                  "Sionna's K-Best searches the triangular form of H (its QR decomposition), which "
-                  "needs M >= K (use ml or lmmse)"], id="kbest-overloaded"),
     pytest.param(_sweep("num_users=9", task="loop", blocks="ar+wmmse,outdated+zf"),
                  ["--over num_users=9: block 'outdated+zf' needs num_users <= BS antennas"],
                  id="loop-zf-overloaded"),

@@ -1,5 +1,5 @@
 """Overloaded MIMO (K > M users per BS antenna): the blocks defined there run and the references
-still bound them; zf, zf_det and kbest refuse it in one line (the sweep's refusals are rows of
+still bound them; zf and zf_det refuse it in one line (the sweep's refusals are rows of
 tests/test_bad_input.py)."""
 import itertools
 
@@ -73,9 +73,6 @@ def test_detection_chain_at_k_above_m_orders_ml_lmmse_mf(overloaded):
 @pytest.mark.parametrize("name, kind, args, why", [
     ("zf", "precoder", lambda: (_h((4, K, M)), 1.0, 0.1), r"zero-forcing needs K <= M.*\(use rzf"),
     ("zf_det", "detector", lambda: (_h((4, M, 5)), _h((4, M, K)), 0.1), r"zero-forcing needs K <= M.*\(use lmmse"),
-    ("kbest", "detector", lambda: (_h((4, M, 5)), _h((4, M, K)), 0.1),
-     r"Sionna's K-Best searches the triangular form of H \(its QR decomposition\), which needs M >= K "
-     r"\(use ml or lmmse\)"),
 ])
 def test_blocks_that_cannot_serve_k_above_m_refuse_a_direct_call(name, kind, args, why):
     """A direct call at K > M is refused in one line that says why and what to use instead (a
@@ -85,3 +82,33 @@ def test_blocks_that_cannot_serve_k_above_m_refuse_a_direct_call(name, kind, arg
     with pytest.raises(LinksimError, match=why) as e:
         block(*args())
     assert f"K={K}" in str(e.value)
+
+
+def test_kbest_at_k_above_m_searches_the_mmse_extended_system():
+    """K > M: K-Best with a full list (k = |C|^K) equals a numpy brute force over
+    ||y - Hx||^2 + sigma^2 ||x||^2, the MMSE-extended objective; its SER sits between ML's and
+    LMMSE's on the same drops."""
+    g = torch.Generator().manual_seed(7)
+    h = _h((40, M, K), 3).to(torch.complex128)
+    idx, x = random_symbols((40, K, 4), 2, g, dtype=torch.complex128)
+    nv = 0.05
+    noise = torch.complex(torch.randn(40, M, 4, generator=g, dtype=torch.float64),
+                          torch.randn(40, M, 4, generator=g, dtype=torch.float64)) * (nv / 2) ** 0.5
+    y = h @ x + noise
+    got = get("kbest", num_bits_per_symbol=2, k=64, precision="double")(y, h, nv).numpy()
+    c = constellation_points(2, "cpu", torch.complex128).numpy()
+    cands = np.array(list(itertools.product(c, repeat=K)))                     # [64, K]
+    hn, yn = h.numpy(), y.numpy()
+    cost = (np.abs(yn[:, None] - np.einsum("bmk,nk->bnm", hn, cands)[..., None]) ** 2).sum(2) \
+        + nv * (np.abs(cands) ** 2).sum(1)[None, :, None]                      # [b, 64, T]
+    ref = np.moveaxis(cands[cost.argmin(1)], -1, 1)                            # [b, K, T]
+    assert np.array_equal(got, ref)
+
+
+def test_detection_chain_at_k_above_m_kbest_between_ml_and_lmmse(overloaded):
+    chain = DetectionChain(overloaded)
+    acc = chain.run_point({n: get(n, "detector", overloaded) for n in ("lmmse", "kbest", "ml")},
+                          chain.point("snr_db", 15.0))
+    ser = {n: a["ser"].result()[0] for n, a in acc.items()}
+    assert ser["ml"] <= ser["kbest"] < ser["lmmse"], ser
+

@@ -58,6 +58,10 @@ class _SionnaHardDetector(_Detector):
     def _chunk(self, k: int) -> int:
         return 1 << 30
 
+    def _overloaded_system(self, y, h, nv):
+        """The system searched when K > M (default, ML: ``y = h x + n`` as it is)."""
+        return y, h
+
     def _detector(self, k: int) -> torch.nn.Module:
         if k not in self._cache:
             self._cache[k] = self._build(k)
@@ -71,7 +75,10 @@ class _SionnaHardDetector(_Detector):
         if m < k and not self.serves_overloaded:
             raise LinksimError(f"{self.name}: needs at least as many receive antennas as users "
                                f"(M={m} < K={k}): {self.overloaded_why}")
-        # Equivalent K x K problem (exact for ML / K-Best, much smaller for M >> K); K > M (ML): as is
+        if m < k:                         # K > M: the block's own system (ML: as is; K-Best: extended)
+            y, h = self._overloaded_system(y, h, nv)
+            m = y.shape[1]
+        # Equivalent K x K problem (exact for ML / K-Best, much smaller for M >> K)
         yr, r = _square_reduction(y, h) if m >= k else (y, h)             # [b,n,T], [b,n,K]
         n = r.shape[1]
         yf = yr.transpose(1, 2).reshape(b * t, n)                         # [b*T, n]
@@ -92,7 +99,7 @@ class _SionnaHardDetector(_Detector):
 
 @register_block("kbest", "detector")
 class KBestDetector(_SionnaHardDetector):
-    r"""K-Best tree search (Sionna ``KBestDetector``, complex representation, hard decisions; needs M >= K).
+    r"""K-Best tree search (Sionna ``KBestDetector``, complex representation, hard decisions; K > M: MMSE-extended).
 
     .. math::
         \hat{\mathbf{x}} \approx \mathop{\mathrm{argmin}}_{\mathbf{x}\in\mathcal{C}^K}
@@ -104,6 +111,17 @@ class KBestDetector(_SionnaHardDetector):
     K x K reduction, needs M >= K); the tree search keeps the ``k`` best partial vectors per level.
     The Sionna detector is built once for each number of users K seen; ``k`` is capped at
     :math:`|\mathcal{C}|^K` (then K-Best is exhaustive, i.e. ML).
+
+    Overloaded (K > M) the triangular form does not exist; the search then runs on the
+    MMSE-extended system (Wübben et al. 2003, the regularised model of the sorted-QR detectors)
+
+    .. math::
+        \underline{\mathbf{y}} = \begin{pmatrix}\mathbf{y}\\ \mathbf{0}_K\end{pmatrix}, \quad
+        \underline{\mathbf{H}} = \begin{pmatrix}\mathbf{H}\\ \sigma\mathbf{I}_K\end{pmatrix}, \qquad
+        \hat{\mathbf{x}} \approx \mathop{\mathrm{argmin}}_{\mathbf{x}\in\mathcal{C}^K}
+        \left\|\mathbf{y} - \mathbf{H}\mathbf{x}\right\|^2 + \sigma^2\|\mathbf{x}\|^2
+
+    (M + K >= K rows), which is ML for constant-modulus points and close to it for QAM.
 
     :param num_bits_per_symbol: bits per QAM symbol :math:`n` (:math:`|\mathcal{C}| = 2^n`)
     :param k: number of surviving paths per tree level
@@ -128,9 +146,14 @@ class KBestDetector(_SionnaHardDetector):
     """
 
     name = "kbest"
-    serves_overloaded = False
-    overloaded_why = ("Sionna's K-Best searches the triangular form of H (its QR decomposition), "
-                      "which needs M >= K (use ml or lmmse)")
+
+    def _overloaded_system(self, y, h, nv):
+        """The MMSE-extended system ``[y; 0]``, ``[H; sigma I]`` (see the class docstring)."""
+        b, _, t = y.shape
+        k = h.shape[-1]
+        eye = torch.eye(k, dtype=h.dtype, device=h.device)
+        sigma = nv.to(h.dtype).sqrt()[:, None, None]
+        return torch.cat([y, y.new_zeros(b, k, t)], 1), torch.cat([h, sigma * eye.expand(b, k, k)], 1)
 
     def __init__(self, num_bits_per_symbol: int = 4, k: int = 16, precision: str | None = None,
                  device: str | torch.device | None = None):
