@@ -25,6 +25,7 @@ def trial(agent: str, steps: int, workers: int, root: Path) -> dict:
     text = re.sub(r'scenario = "([^"]+)"', lambda m: f'scenario = "{Path(m.group(1)).resolve()}"', text)
     text = re.sub(r"(?m)^pool_drops = .*$", "pool_drops = 0", text)
     text = re.sub(r"(?m)^(val_every|checkpoint_every) = .*$", rf"\1 = {steps}", text)
+    text = re.sub(r"(?m)^(data_workers|patience|drops_reuse) = .*\n", "", text)
     text = re.sub(r"(?m)^\[train\]$", f"[train]\ndata_workers = {workers}\npatience = 0", text, count=1)
     d = root / f"{agent}-w{workers}"
     d.mkdir(parents=True)
