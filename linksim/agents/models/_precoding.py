@@ -41,3 +41,17 @@ def structure_loss(p_lambda, precode, batch: dict, who: str) -> torch.Tensor:
         w = precode(h, ptx, s2)
         return -sum_rate(h.to(w.device), w, s2).mean().to(torch.float32)
     raise LinksimError(f"{who}: unknown training stage {stage!r} (use 'labels' or 'rate')")
+
+
+def p_lambda_from_logits(a: torch.Tensor, b: torch.Tensor, p_tx: torch.Tensor):
+    r"""The structure parameters from two logit vectors per sample:
+    :math:`\mathbf{p} = P\operatorname{softmax}(\mathbf{a})`,
+    :math:`\boldsymbol\lambda = P\operatorname{softmax}(\mathbf{b})` (each positive, summing to P).
+
+    :input a, b: [b, K], float. Logits of the powers and of the dual variables.
+    :input p_tx: [b], float. The power budget :math:`P` per sample.
+    :output p, lam: [b, K], float32.
+    """
+    scale = p_tx.to(torch.float32)[:, None]
+    return scale * torch.softmax(a, -1), scale * torch.softmax(b, -1)
+

@@ -17,7 +17,7 @@ from ...blocks.precoders import per_sample, structured_beamformer
 from ...errors import LinksimError
 from ...registry import register_arch
 from ..base import AgentModel, Dims
-from ._precoding import structure_loss
+from ._precoding import p_lambda_from_logits, structure_loss
 
 __all__ = ["CNNPrecoder"]
 
@@ -199,9 +199,7 @@ class CNNPrecoder(AgentModel):
         z = self.conv(img).flatten(1)
         z = self.out(self.mlp(torch.cat([z, snr], 1)))
         k, k_max = h.shape[1], self.num_users                               # padded users dropped
-        z = torch.cat([z[:, :k], z[:, k_max:k_max + k]], 1)
-        scale = ptx.to(torch.float32)[:, None]
-        return scale * torch.softmax(z[:, :k], -1), scale * torch.softmax(z[:, k:], -1)
+        return p_lambda_from_logits(z[:, :k], z[:, k_max:k_max + k], ptx)
 
     def forward(self, h: torch.Tensor, p_tx, noise_var) -> torch.Tensor:
         p, lam = self.predict_p_lambda(h, p_tx, noise_var)

@@ -36,7 +36,7 @@ from torch import nn
 from ....blocks.precoders import per_sample, structured_beamformer
 from ....blocks.predictors.classical import ARPredictor, extrapolate
 from ....errors import LinksimError
-from .._precoding import structure_loss
+from .._precoding import p_lambda_from_logits, structure_loss
 
 #: task -> its head class (:func:`register_head`), in registration order
 HEADS: dict[str, type] = {}
@@ -314,8 +314,7 @@ class PrecodingHead(nn.Module):
     def decode(self, hidden, ptx):
         """Hidden states ``[b, K, width]`` -> ``(p, lam)`` ``[b, K]`` float32, each summing to ``p_tx``."""
         z = self.dec(hidden)
-        scale = ptx.to(torch.float32)[:, None]
-        return scale * torch.softmax(z[..., 0], -1), scale * torch.softmax(z[..., 1], -1)
+        return p_lambda_from_logits(z[..., 0], z[..., 1], ptx)
 
     @staticmethod
     def beamformer(h, p, lam, noise_var, p_tx):
