@@ -43,6 +43,23 @@ def make_agent(root, tiny_toml, kind="detnet", steps=20, model="", extra=""):
     return d
 
 
+def kill_during_training(folder, monkeypatch, at_call: int = 15) -> None:
+    """Train ``folder`` and interrupt it (KeyboardInterrupt) at the ``at_call``-th loss evaluation,
+    as Ctrl-C would; the checkpoints written before stay."""
+    original, calls = _LossModule.forward, {"n": 0}
+
+    def dies(self, batch):
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(_LossModule, "forward", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train_agent(folder, progress=False)
+    monkeypatch.setattr(_LossModule, "forward", original)
+
+
 def _log(d):
     import csv
     return list(csv.DictReader(open(d / "train_log.csv")))
@@ -79,18 +96,7 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, tiny_toml, monkeypatch
     full = make_agent(tmp_path / "a", tiny_toml, "dnn", steps=20)
     train_agent(full, progress=False)
     killed = make_agent(tmp_path / "b", tiny_toml, "dnn", steps=20)
-    original, calls = _LossModule.forward, {"n": 0}
-
-    def dies(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 15:
-            raise KeyboardInterrupt
-        return original(self, batch)
-
-    monkeypatch.setattr(_LossModule, "forward", dies)
-    with pytest.raises(KeyboardInterrupt):
-        train_agent(killed, progress=False)
-    monkeypatch.setattr(_LossModule, "forward", original)
+    kill_during_training(killed, monkeypatch)
     assert not (killed / "model.safetensors").exists()
     train_agent(killed, progress=False)
     a, b = load_file(str(full / "model.safetensors")), load_file(str(killed / "model.safetensors"))

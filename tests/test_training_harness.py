@@ -3,7 +3,6 @@ seed and step), exact resume, the plateau rule keeping the best weights, and lea
 import csv
 import math
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -14,9 +13,8 @@ from linksim.training import trainer as trainer_mod
 from linksim.training.curves import plot_learning_curve, read_curves
 from linksim.training.data import FreshData, drops_per_batch
 from linksim.training.stopping import Plateau
-from linksim.training.trainer import _LossModule
 
-from test_training import make_agent
+from test_training import kill_during_training, make_agent
 
 
 
@@ -56,18 +54,7 @@ def test_fresh_data_resume_after_kill_equals_uninterrupted(tmp_path, tiny_toml, 
     full = fresh_agent(tmp_path / "a", tiny_toml, "dnn", 20, "patience = 0")
     train_agent(full, progress=False)
     killed = fresh_agent(tmp_path / "b", tiny_toml, "dnn", 20, "patience = 0")
-    original, calls = _LossModule.forward, {"n": 0}
-
-    def dies(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 15:
-            raise KeyboardInterrupt
-        return original(self, batch)
-
-    monkeypatch.setattr(_LossModule, "forward", dies)
-    with pytest.raises(KeyboardInterrupt):
-        train_agent(killed, progress=False)
-    monkeypatch.setattr(_LossModule, "forward", original)
+    kill_during_training(killed, monkeypatch)
     train_agent(killed, progress=False)
     assert _same(_weights(full), _weights(killed))
 
