@@ -65,6 +65,20 @@ def test_same_seed_identical_other_seed_different(model):
     assert torch.equal(first, a) and (first - second).abs().mean() > 0.1
 
 
+@pytest.mark.parametrize("model,indoor", [("uma", 0.0), ("uma", 0.5), ("umi", 0.8), ("rma", 0.5)])
+def test_a_batch_depends_on_its_seed_alone(model, indoor):
+    """A seeded batch is the same in a fresh source and in one that drew other batches (another
+    shape, then the same shape at another speed) first: nothing of a process's history leaks into a drop (Sionna keeps the
+    first call's indoor distances unless they are passed in)."""
+    sc = _sc(model, num_subcarriers=12, indoor_probability=indoor)
+    fresh = linksim.ChannelSource(sc, seed=0).sample(3, speed_kmh=60.0, num_time=3, seed=77)
+    used = linksim.ChannelSource(sc, seed=0)
+    used.sample(5, speed_kmh=100.0, num_time=3, num_users=2, seed=2)
+    used.sample(3, speed_kmh=10.0, num_time=3, seed=1)
+    again = used.sample(3, speed_kmh=60.0, num_time=3, seed=77)
+    assert torch.equal(fresh, again)
+
+
 @pytest.mark.parametrize("model", ("umi", "rma", "cdl"))
 def test_time_correlation_follows_jakes_and_falls_with_speed(model):
     """Lag-1 correlation ~ J0(2 pi f_D dt) (uniform horizontal directions) within 0.03, decreasing

@@ -59,10 +59,6 @@ def test_ray_gives_the_local_csv_byte_for_byte(cluster, tiny_toml, tmp_path, tas
     assert on_ray == local and local.count("\n") > 4
 
 
-@pytest.mark.xfail(strict=True, reason="Sionna's 38.901 models draw the indoor distances on a "
-                   "process's first batch only, so a speed sweep depends on which point a process "
-                   "runs first (README, Running on a cluster); passes once a batch is a function "
-                   "of its seed alone")
 def test_a_speed_sweep_on_uma_is_identical(cluster, tiny_toml, tmp_path):
     path = tiny_toml()
     args = ("prediction", ["outdated"], "speed_kmh=10,60,100")

@@ -115,11 +115,28 @@ class SystemLevel:
         extra = {}
         if self.name == "rma":
             extra["in_car"] = torch.zeros(b, k, dtype=torch.bool, device=self.device)
-        self.model.set_topology(*topo, los=self.ch.los if los is None else los, **extra)
+        self.model.set_topology(*topo, los=self.ch.los if los is None else los,
+                                distance_2d_in=self._indoor_distance(b, k, seed), **extra)
         a, tau = self.model(num_time_samples=num_time, sampling_frequency=1.0 / self.ch.sample_spacing_s)
         h = cir_to_ofdm_channel(self.freqs, a, tau)      # [b, 1, M, K, 1, t, F]
         h = h[:, 0, :, :, 0].permute(0, 3, 2, 1, 4)      # [b, t, K, M, F]
         return (h, self.side_info()) if info else h
+
+    def _indoor_distance(self, b: int, k: int, seed: int) -> torch.Tensor:
+        r"""Each user's 2D indoor distance (TR 38.901 7.4.3.1: the smaller of two uniform draws on
+        ``[min_2d_in, max_2d_in]``), drawn from a generator of the call's seed alone.
+
+        Sionna draws these itself only on a model's first ``set_topology`` and reuses them
+        afterwards, which makes a batch depend on what the process drew before; passed in, every
+        batch is a function of its seed (Sionna's own generator is left untouched). Outdoor users
+        ignore the value. [b, K] [m]
+        """
+        if self.ch.indoor_probability == 0.0:
+            return torch.zeros(b, k, dtype=self.model._scenario.dtype, device=self.device)
+        sc = self.model._scenario
+        g = torch.Generator(device=self.device).manual_seed((int(seed) * 2 + 1) % 2**63)
+        u = torch.rand(b, k, 2, generator=g, device=self.device, dtype=sc.dtype).min(dim=-1).values
+        return sc.min_2d_in + u * (sc.max_2d_in - sc.min_2d_in)
 
     def side_info(self) -> dict:
         r"""What the drop just drawn is made of, read from Sionna's scenario (draws no random

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ...channel.pool import GENERATOR_VERSION
 from ...config import derive_seed
 from ...errors import LinksimError
 from ...registry import register_block
@@ -186,8 +187,8 @@ class WienerPredictor(_Predictor):
         self.seed = derive_seed(scenario.run.seed, "wiener-pool") if seed is None else int(seed)
         self.history = scenario.prediction.history
         fit = _fit_scenario(scenario, self.horizon)
-        self.key = hashlib.sha256(repr((fit.hash, self.pool_drops, self.speed_kmh,
-                                        self.seed)).encode()).hexdigest()[:20]
+        self.key = hashlib.sha256(repr((fit.hash, self.pool_drops, self.speed_kmh, self.seed,
+                                        GENERATOR_VERSION)).encode()).hexdigest()[:20]
         cov = self._cached() if cache else None
         if cov is None:
             cov = self._fit(fit)
