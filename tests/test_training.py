@@ -66,13 +66,16 @@ def _log(d):
 
 
 def test_detector_loss_falls_and_metrics_recorded(tmp_path, tiny_toml):
-    d = make_agent(tmp_path, tiny_toml, "oampnet", steps=30, model="num_layers = 4")
+    """The DNN detector starts from random weights, so 30 steps must cut its loss: the mean of the
+    last 5 steps is below 0.9 x the first 5's. (OAMP-Net starts near LMMSE; its few trainable
+    step sizes move its loss by less than the batch-to-batch spread in so few steps.)"""
+    d = make_agent(tmp_path, tiny_toml, "dnn", steps=30)
     result = train_agent(d, progress=False)
     losses = [float(r["loss"]) for r in _log(d) if r["loss"]]
     assert len(losses) == 30 and sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5
     assert 0 <= result["val_ser"] <= 1 and result["dims"]["num_bs_antennas"] == 8
     text = (d / "agent.toml").read_text()
-    assert "[result]" in text and "val_ser" in text and 'arch = "oampnet"' in text
+    assert "[result]" in text and "val_ser" in text and 'arch = "dnn"' in text
 
 
 def test_save_load_identical_outputs_and_sweep_label(tmp_path, tiny_toml):

@@ -73,8 +73,9 @@ def test_plateau_rule():
 def test_training_stops_on_a_plateau_and_keeps_the_best_weights(tmp_path, tiny_toml, monkeypatch):
     """Validation scores scripted to improve until step 20 and then worsen: with patience 2 the run
     stops after the validation at step 40, and the agent's weights are the ones the model had at
-    the validation of step 20 (snapshotted there, independently of how the harness keeps them)."""
-    scripted = iter([-10.0, -12.0, -11.0, -11.5, -13.0, -14.0])     # validations at 10, 20, ...
+    the validation of step 20 (snapshotted there, independently of how the harness keeps them).
+    The starting weights are validated first (step 0)."""
+    scripted = iter([-5.0, -10.0, -12.0, -11.0, -11.5, -13.0, -14.0])   # validations at 0, 10, 20, ...
     real, snapshots = trainer_mod._validate_all, []
 
     def validate(model, runs):
@@ -88,11 +89,11 @@ def test_training_stops_on_a_plateau_and_keeps_the_best_weights(tmp_path, tiny_t
     result = train_agent(d, progress=False)
     assert result["stopped"] == "plateau" and result["steps"] == 40 and result["best_step"] == 20
     assert math.isclose(result["val_ser"], 10 ** (-12.0 / 10), rel_tol=1e-5)
-    assert len(snapshots) == 4
+    assert len(snapshots) == 5
     kept = _weights(d)
-    assert _same(kept, snapshots[1]) and not _same(kept, snapshots[3])
+    assert _same(kept, snapshots[2]) and not _same(kept, snapshots[4]) and not _same(kept, snapshots[0])
     curves = read_curves(d)["detection"]
-    assert curves["samples"] == [320, 640, 960, 1280] and curves["kept"] == 640
+    assert curves["samples"] == [0, 320, 640, 960, 1280] and curves["kept"] == 640
     assert set(curves["references"]) == {"lmmse"}
 
 
@@ -102,7 +103,7 @@ def test_learning_curve_reads_the_log_and_draws(tmp_path, tiny_toml):
     with open(d / "train_log.csv") as f:
         logged = [float(r["value"]) for r in csv.DictReader(f) if r["metric"] == "val_ser"]
     c = read_curves(d)["detection"]
-    assert c["values"] == logged and c["samples"] == [320, 640] and c["kept"] == 640
+    assert c["values"] == logged and c["samples"] == [0, 320, 640] and c["kept"] == 640
     files = plot_learning_curve(d)
     assert [p.name for p in files] == ["learning_curve.png", "learning_curve.pdf"]
     assert all(p.stat().st_size > 1000 for p in files)
@@ -146,3 +147,22 @@ def test_a_model_serving_a_range_of_k_is_validated_at_every_k(tmp_path, tiny_tom
     assert r["val_sum_rate_wmmse_k1"] < r["val_sum_rate_wmmse_k2"]            # one user: less rate
     assert math.isclose(r["val_rate_ratio_k1"], r["val_sum_rate_k1"] / r["val_sum_rate_wmmse_k1"], rel_tol=1e-5)
     assert set(read_curves(d)["precoding"]["references"]) == {"wmmse"}
+
+
+def test_the_starting_weights_are_kept_when_training_never_beats_them(tmp_path, tiny_toml, monkeypatch):
+    """Scripted validations that only get worse after step 0: the agent keeps its starting weights
+    and says so (best_step 0), rather than the last or the least bad trained ones."""
+    scripted = iter([-20.0, -10.0, -11.0, -12.0])
+    real, snapshots = trainer_mod._validate_all, []
+
+    def validate(model, runs):
+        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        out = real(model, runs)
+        out["detection"]["val_ser"] = 10 ** (next(scripted) / 10)
+        return out
+
+    monkeypatch.setattr(trainer_mod, "_validate_all", validate)
+    d = make_agent(tmp_path, tiny_toml, "dnn", steps=30, extra="patience = 5")
+    result = train_agent(d, progress=False)
+    assert result["best_step"] == 0 and result["steps"] == 30
+    assert _same(_weights(d), snapshots[0]) and not _same(_weights(d), snapshots[-1])

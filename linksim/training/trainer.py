@@ -207,6 +207,15 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     # a resumed run's bar counts the steps it runs (tqdm's rate would count resumed ones as instant)
     bar = tqdm(total=total - start, desc=f"train {spec.path.name}" + (f" (from step {start})" if start else ""),
                unit="step", disable=not show)
+    if start == 0:
+        # the starting weights are a candidate too (the LLM predictor starts as `ar`): the curve's
+        # first point, and what the agent keeps if training never beats it
+        metrics = _validate_all(acc.unwrap_model(wrapped).model, runs)
+        log_rows += [(0, t, batches.stage_of(0), "", "", k, v) for t, m in metrics.items() for k, v in m.items()]
+        if plateau.update(_score(metrics), 0):
+            if acc.is_main_process:
+                acc.unwrap_model(wrapped).model.save_weights(_fresh_dir(best_dir))
+            best_metrics = metrics
     loader = iter(step_loader(batches, start, total, tr.data_workers))
     done = start
     threads = torch.get_num_threads()
@@ -279,7 +288,7 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
         metrics = _validate_all(net, runs)
     steps_run = max(done - start, 1)
     result = {("task" if single else "tasks"): tasks[0] if single else list(tasks), "steps": done,
-              "best_step": plateau.best_step or done, "stopped": stopped,
+              "best_step": plateau.best_step if best_metrics else done, "stopped": stopped,
               "wall_time_s": round(wall_before + time.time() - t0, 1),
               "data_wait_fraction": round(waited / max(time.time() - t0, 1e-9), 4) if steps_run else 0.0,
               "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
