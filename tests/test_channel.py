@@ -96,3 +96,32 @@ def test_dataset_and_pool_bars_are_labelled(tiny_scenario, tmp_path, capsys):
     channel_pool(sc, 2, 7, 30.0, tmp_path / "cache", num_users=2, num_time=1, tag="detection")
     err = capsys.readouterr().err
     assert "dataset d.h5: 100%" in err and "detection channel pool (seed 7): 100%" in err
+
+
+def test_two_processes_drawing_the_same_pool_at_once(tiny_scenario, tmp_path):
+    """Two trainers that need the same validation pool write it at the same moment (two lanes of
+    a training queue): both get the drops, and the cache holds one whole file and no leftovers."""
+    import multiprocessing as mp
+
+    sc = tiny_scenario()
+    ctx = mp.get_context("fork")
+    cache = tmp_path / "cache"
+    start = ctx.Barrier(2)
+    procs = [ctx.Process(target=_draw_pool_after, args=(start, sc, cache)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    from linksim.channel.pool import channel_pool
+    files = sorted(p.name for p in cache.iterdir())
+    assert len(files) == 1 and files[0].endswith(".h5")
+    args = (24, 7, 30.0)
+    kw = dict(num_users=2, num_time=1, tag="detection", progress=False)
+    assert torch.equal(channel_pool(sc, *args, cache, **kw), channel_pool(sc, *args, tmp_path / "alone", **kw))
+
+
+def _draw_pool_after(barrier, sc, cache):
+    from linksim.channel.pool import channel_pool
+    barrier.wait()
+    channel_pool(sc, 24, 7, 30.0, cache, num_users=2, num_time=1, tag="detection", progress=False)

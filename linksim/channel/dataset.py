@@ -18,8 +18,9 @@ def export_dataset(scenario: Scenario, n: int, out: str | Path, num_users: int, 
                    progress: bool = True, attrs: dict | None = None, desc: str | None = None) -> Path:
     """Write ``n`` drops ``[n, num_time, num_users, M, F]`` to ``out`` (dataset ``h``), streamed in
     batches; the scenario, seed, speeds and ``attrs`` (e.g. the task) go to the file's attributes.
-    Written to a temporary file and renamed when complete; an interrupted or failed export
-    removes it and leaves ``out`` as it was (a re-run starts over).
+    Written to a temporary file of the process's own and renamed when complete (so processes that
+    write the same file at once do not collide); an interrupted or failed export removes it and
+    leaves ``out`` as it was (a re-run starts over).
 
     :param desc: the progress bar's label (default ``dataset <file name>``)
     """
@@ -35,7 +36,9 @@ def export_dataset(scenario: Scenario, n: int, out: str | Path, num_users: int, 
         raise LinksimError(f"--out {out}: folder {out.parent} does not exist")
     if out.is_dir():
         raise LinksimError(f"--out {out}: is a folder; give the file to write, e.g. {out / 'channels.h5'}")
-    tmp = out.with_name(f".{out.name}.tmp")
+    # a name of this process's own: two trainers that need the same cached pool may both write it,
+    # and the second rename replaces the first with identical drops
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     m, f = scenario.channel.num_bs_antennas, scenario.channel.num_subcarriers
     batch = scenario.run.batch_size
     try:
