@@ -10,6 +10,7 @@ from linksim.cli import main
 from linksim.errors import LinksimError
 from linksim.paper import FIGURES, TABLES, item_names, parse_only, run_paper
 from linksim.paper import memory as paper_memory
+from linksim.paper.render import seed_verdict
 from linksim.results import read_rows
 
 SCENARIO = """name = "paper-tiny"
@@ -77,6 +78,9 @@ AGENTS = {
     "single_noprompt": ("llm", ["detection"], LLM.format(prompt="none", quant="none")),
 }
 
+# roles trained with two seeds: their table cells are mean ± half range, differences get verdicts
+SEEDED = ("ablation", "nf4", "llm_detection", "single_prompt", "single_noprompt")
+
 GRIDS = """[grids]
 fig5 = "speed_kmh=10,40,50,100"
 fig6 = "snr_db=0:20:20"
@@ -86,6 +90,7 @@ fig9 = "snr_db=0:20:20"
 loop = "speed_kmh=10:100:90"
 coded = "snr_db=0:20:20"
 gen = "speed_kmh=10:100:90"
+multitask_k = "num_users=2"
 """
 
 
@@ -101,13 +106,16 @@ def root(tmp_path_factory):
         lines.append(f'{s} = "scenarios/tiny-{s}.toml"')
     lines.append("[agents]")
     for role, (arch, tasks, model) in AGENTS.items():
-        d = root / "agents" / role
-        d.mkdir(parents=True)
-        head = f'[agent]\narch = "{arch}"\nscenario = "scenarios/tiny.toml"\nseed = 0\n'
-        if tasks:
-            head += "tasks = [" + ", ".join(f'"{t}"' for t in tasks) + "]\n"
-        (d / "agent.toml").write_text(head + model + TRAIN)
-        lines.append(f'{role} = "agents/{role}"')
+        folders = []
+        for seed in range(2 if role in SEEDED else 1):
+            d = root / "agents" / (role + (f"-seed{seed}" if seed else ""))
+            d.mkdir(parents=True)
+            head = f'[agent]\narch = "{arch}"\nscenario = "scenarios/tiny.toml"\nseed = {seed}\n'
+            if tasks:
+                head += "tasks = [" + ", ".join(f'"{t}"' for t in tasks) + "]\n"
+            (d / "agent.toml").write_text(head + model + TRAIN)
+            folders.append(f'"agents/{d.name}"')
+        lines.append(f'{role} = ' + (f"[{', '.join(folders)}]" if len(folders) > 1 else folders[0]))
     lines.append('best_predictor = "agents/gru"')
     (root / "paper").mkdir()
     (root / "paper" / "tiny.toml").write_text("\n".join(lines) + "\n" + GRIDS)
@@ -168,17 +176,22 @@ def test_table_cells_equal_csv_values(root, monkeypatch, fixed_memory):
                 index[(data, r["block"], r["task"], r["metric"], float(r["x"]))] = float(r["value"])
         body = [line for line in (root / "out-b" / f"{t.name}.md").read_text().splitlines()
                 if line.startswith("| ") and "`" in line]
+        used = 0
         assert len(body) == len([r for r in t.rows if r != "@backbone"])
         for line in body:
             cells = [c.strip() for c in line.strip("|").split("|")]
             agents = re.search(r"`([^`]+)`", cells[0]).group(1).split(", ")
             for c, text in zip(t.columns, cells[1:]):
                 hits = [index[k] for a in agents if (k := (c.data or t.data, a, c.task, c.metric, c.x)) in index]
-                assert len(hits) <= 1
-                assert text == (f"{hits[0]:.{c.digits}f}" if hits else "—"), (t.name, c.header, text)
+                if len(hits) > 1:       # two training seeds: mean ± half their range
+                    want = f"{sum(hits) / 2:.{c.digits}f} ± {abs(hits[0] - hits[1]) / 2:.{c.digits}f}"
+                else:
+                    want = f"{hits[0]:.{c.digits}f}" if hits else "—"
+                assert text == want, (t.name, c.header, text)
+                used += len(hits)
         # the table's CSV holds exactly the rows it shows
         shown = list(csv.DictReader(open(root / "out-b" / f"{t.name}.csv")))
-        assert len(shown) == sum(cell.strip() != "—" for line in body for cell in line.strip("|").split("|")[1:])
+        assert len(shown) == used
 
 
 def test_only_subset_and_user_backbone(root, monkeypatch, fixed_memory):
@@ -268,3 +281,30 @@ def test_targets_read_the_csv_values(root, monkeypatch, tmp_path):
     assert cp.measured == "worst gap +0.60 dB" and not cp.met
     pre = got["multi-task sum-rate within 2% of single-task"]
     assert pre.measured == "worst ratio 0.987" and pre.met
+
+
+def test_two_seed_tables_print_differences_beside_the_spread(root, monkeypatch, fixed_memory):
+    """Table I's rows of two seeds each: the differences section gives, per column, the difference
+    of the means and the verdict the seed ranges allow, recomputed here from the CSV."""
+    monkeypatch.chdir(root)
+    run_paper("tiny", "out-b", only="table1", progress=False)
+    text = (root / "out-b" / "table1.md").read_text()
+    rows = {(r["block"], r["task"], r["metric"]): float(r["value"])
+            for r in read_rows(root / "out-b" / "ablation" / "results.csv")}
+    ref = [rows[(b, "prediction", "nmse_db")] for b in ("ablation", "ablation-seed1")]
+    nf4 = [rows[(b, "prediction", "nmse_db")] for b in ("nf4", "nf4-seed1")]
+    d, spread, verdict = seed_verdict(nf4, ref)
+    line = next(x for x in text.splitlines() if x.startswith("| LLM NF4 4-bit |"))
+    first = line.split("|")[2].strip()
+    assert first.startswith(f"{d:+.2f} (spread {spread:.2f}, ") and verdict in first
+    loftq = next(x for x in text.splitlines() if x.startswith("| LLM LoftQ 4-bit |"))
+    assert "one seed" in loftq
+
+
+@pytest.mark.parametrize("row, ref, verdict", [
+    ([1.0, 2.0], [3.0, 4.0], "decided"), ([1.0, 3.5], [3.0, 4.0], "within spread"),
+    ([1.0], [3.0, 4.0], "one seed"), ([5.0, 5.2], [3.0, 4.0], "decided")])
+def test_seed_verdict(row, ref, verdict):
+    d, spread, v = seed_verdict(row, ref)
+    assert v == verdict and d == pytest.approx(sum(row) / len(row) - sum(ref) / len(ref))
+    assert spread == pytest.approx((max(row) - min(row) + max(ref) - min(ref)) / 2)

@@ -150,8 +150,8 @@ def test_a_model_serving_a_range_of_k_is_validated_at_every_k(tmp_path, tiny_tom
 
 
 def test_the_starting_weights_are_kept_when_training_never_beats_them(tmp_path, tiny_toml, monkeypatch):
-    """Scripted validations that only get worse after step 0: the agent keeps its starting weights
-    and says so (best_step 0), rather than the last or the least bad trained ones."""
+    """Scripted validations that improve, but never reach the start's: no plateau (patience counts
+    trained validations), and the agent keeps its starting weights and says so (best_step 0)."""
     scripted = iter([-20.0, -10.0, -11.0, -12.0])
     real, snapshots = trainer_mod._validate_all, []
 
@@ -162,7 +162,7 @@ def test_the_starting_weights_are_kept_when_training_never_beats_them(tmp_path, 
         return out
 
     monkeypatch.setattr(trainer_mod, "_validate_all", validate)
-    d = make_agent(tmp_path, tiny_toml, "dnn", steps=30, extra="patience = 5")
+    d = make_agent(tmp_path, tiny_toml, "dnn", steps=30, extra="patience = 2")
     result = train_agent(d, progress=False)
-    assert result["best_step"] == 0 and result["steps"] == 30
+    assert result["best_step"] == 0 and result["steps"] == 30 and result["stopped"] == "steps"
     assert _same(_weights(d), snapshots[0]) and not _same(_weights(d), snapshots[-1])

@@ -9,6 +9,7 @@ Layout::
     [agents]                 # role -> agent folder (trained by `linksim paper` when its weights are missing)
     gru = "agents/gru"
     llm_multi = "agents/llm-multitask"
+    ablation = ["agents/llm-multitask", "agents/llm-multitask-seed1"]   # one folder per training seed
     [grids]                  # item -> NAME=START:STOP:STEP (as `linksim sweep --over`)
     fig5 = "speed_kmh=10:100:10"
     [changes]                # data folder -> scenario sections to change, e.g. fewer drops per point
@@ -34,13 +35,18 @@ class Budget:
     name: str
     path: Path
     scenario: str
-    agents: dict[str, str] = field(default_factory=dict)
+    agents: dict[str, list[str]] = field(default_factory=dict)   # role -> folders, one per training seed
     scenarios: dict[str, str] = field(default_factory=dict)
     grids: dict[str, str] = field(default_factory=dict)
     changes: dict[str, dict] = field(default_factory=dict)
 
     def agent(self, role: str) -> str:
-        """The folder of ``role``; a missing role is a clear error naming the budget file."""
+        """The folder of ``role`` (its first training seed's: the one figures show); a missing
+        role is a clear error naming the budget file."""
+        return self.seeds(role)[0]
+
+    def seeds(self, role: str) -> list[str]:
+        """Every folder of ``role``, one per training seed (tables give their mean and spread)."""
         if role not in self.agents:
             raise LinksimError(f"{self.path}: [agents] has no '{role}' (needed by `linksim paper`)")
         return self.agents[role]
@@ -82,9 +88,13 @@ def load_budget(name: str) -> Budget:
             raise LinksimError(f"{path}: [{key}] must be a table")
         want = dict if key == "changes" else str
         for k, v in table.items():
+            if key == "agents" and isinstance(v, list) and v and all(isinstance(f, str) for f in v):
+                if len(set(v)) < len(v):
+                    raise LinksimError(f"{path}: agents.{k}: a folder is listed twice")
+                continue
             if not isinstance(v, want):
-                raise LinksimError(f"{path}: {key}.{k}: expected {'a table' if want is dict else 'a string'}, "
-                                   f"got {v!r}")
+                what = {"changes": "a table", "agents": "a folder or a list of folders (one per seed)"}
+                raise LinksimError(f"{path}: {key}.{k}: expected {what.get(key, 'a string')}, got {v!r}")
     from .items import DATA
     known = {"changes": sorted(d.name for d in DATA),
              "grids": sorted({s.over[5:] for d in DATA for s in d.sweeps if s.over.startswith("grid:")})}
@@ -93,5 +103,6 @@ def load_budget(name: str) -> Budget:
         if unknown:
             raise LinksimError(f"{path}: {key}.{unknown[0]}: not a {'data folder' if key == 'changes' else 'grid'}"
                                f" of linksim paper (known: {', '.join(names)})")
-    return Budget(name, path, data["scenario"], dict(data.get("agents", {})), dict(data.get("scenarios", {})),
+    agents = {r: [v] if isinstance(v, str) else list(v) for r, v in data.get("agents", {}).items()}
+    return Budget(name, path, data["scenario"], agents, dict(data.get("scenarios", {})),
                   dict(data.get("grids", {})), dict(data.get("changes", {})))

@@ -29,13 +29,15 @@ class Sweep:
     task: str
     blocks: tuple[str, ...]
     over: str
+    seeds: bool = False      # every training seed's agent of each @role (tables: mean and spread)
 
 
 @dataclass(frozen=True)
 class Data:
     """A data folder: sweeps over one scenario (the budget's, with ``changes`` and the budget's
-    ``[changes].<name>`` applied), or training-loss curves (``logs``: roles whose train_log.csv
-    is read), or training memory (``memory``: roles probed in a fresh process each)."""
+    ``[changes].<name>`` applied), or validation curves (``logs``: roles whose train_log.csv is
+    read, every seed's agent with ``seeds``), or training memory (``memory``: roles probed in a
+    fresh process each)."""
 
     name: str
     sweeps: tuple[Sweep, ...] = ()
@@ -43,6 +45,7 @@ class Data:
     scenario: str = ""       # a budget [scenarios] key instead of the budget's scenario
     logs: tuple[str, ...] = ()
     log_task: str = ""
+    seeds: bool = False
     memory: tuple[str, ...] = ()
 
     def __hash__(self):
@@ -61,7 +64,6 @@ class Figure:
     title: str
     paper: str = ""          # what the paper shows there (README)
     log_y: bool = False
-    smooth: int = 0          # running mean over this many points (training losses)
     labels: tuple = ()       # (role, legend label) pairs that override the usual names
 
 
@@ -79,7 +81,9 @@ class Column:
 @dataclass(frozen=True)
 class Table:
     """Rows = blocks (as in sweeps; ``@llm_single`` is the single-task LLM agent of each column's
-    task), columns = (task, metric, point) cells of data folder ``data`` (or the column's own)."""
+    task), columns = (task, metric, point) cells of data folder ``data`` (or the column's own).
+    A role with several training seeds shows their mean ± half their range, and every later row's
+    difference to the first is printed beside the seed-to-seed spread (decided only outside it)."""
 
     name: str
     data: str
@@ -97,13 +101,17 @@ DATA = (
     Data("fig8", (Sweep("precoding", ("zf", "wmmse", "wmmse_best", "@cnn_padded", "@llm_precoding", "@llm_multi",
                                       "dpc_bound"),
                         "grid:fig8"),)),
-    Data("detection", (Sweep("detection", ("lmmse", "@dnn", "@detnet", "@oampnet", "@llm_detection",
+    Data("detection", (Sweep("detection", ("mf", "lmmse", "@dnn", "@detnet", "@oampnet", "@llm_detection",
                                            "@llm_multi", "kbest"), "grid:fig9"),)),
-    Data("training", logs=("@ablation", "@single_prompt", "@single_noprompt"), log_task="detection"),
-    Data("ablation", (Sweep("prediction", ABLATION, "snr_db=20"),
-                      Sweep("precoding", ABLATION, "tx_power_dbw=0"),
-                      Sweep("detection", ABLATION, "snr_db=10")),
+    Data("training", logs=("@ablation", "@single_prompt", "@single_noprompt"), log_task="detection", seeds=True),
+    Data("ablation", (Sweep("prediction", ABLATION, "snr_db=20", seeds=True),
+                      Sweep("precoding", ABLATION, "tx_power_dbw=0", seeds=True),
+                      Sweep("detection", ABLATION, "snr_db=10", seeds=True)),
          changes=ABLATION_CHANGES, memory=("@ablation", "@loftq", "@nf4")),
+    Data("multitask", (Sweep("prediction", ("@llm_multi", "@llm_prediction"), "speed_kmh=10,50,100", seeds=True),
+                       Sweep("precoding", ("@llm_multi", "@llm_precoding"), "tx_power_dbw=0", seeds=True),
+                       Sweep("precoding", ("@llm_multi", "@llm_precoding"), "grid:multitask_k", seeds=True),
+                       Sweep("detection", ("@llm_multi", "@llm_detection"), "snr_db=12", seeds=True))),
     Data("coded", (Sweep("coded", ("lmmse", "@oampnet", "@llm_multi", "kbest"), "grid:coded"),)),
     *(Data(f"gen_{s}", (Sweep("prediction", GEN_CP, "grid:gen"), Sweep("precoding", GEN_PRE, "tx_power_dbw=0")),
            scenario=s) for s in GENERALISATION),
@@ -124,9 +132,10 @@ FIGURES = (
     Figure("fig9", "detection", "detection", "nmse_db", "snr_db", "DET NMSE vs SNR", "Fig. 9: DET NMSE vs SNR"),
     Figure("fig10", "detection", "detection", "ser", "snr_db", "DET SER vs SNR", "Fig. 10: SER vs SNR",
            log_y=True),
-    Figure("fig11", "training", "training", "loss_detection", "step",
-           "Detection training loss (MSE) vs step", "Fig. 11: loss vs step with and without prompt",
-           smooth=25, labels=(("ablation", "multi-task, prompt"),)),
+    Figure("fig11", "training", "training", "val_ser", "samples",
+           "Detection: validation SER vs training samples (every seed)",
+           "Fig. 11: loss vs step with and without prompt", log_y=True,
+           labels=(("ablation", "multi-task, prompt"), ("llm_multi", "multi-task, prompt"))),
     Figure("coded", "coded", "coded", "bler", "snr_db", "Coded uplink: 5G LDPC block error rate vs SNR",
            log_y=True),
     Figure("loop", "loop", "loop", "sum_rate", "speed_kmh", "In the loop: sum-rate on the true future channel"),
@@ -145,15 +154,15 @@ TABLES = (
           "Table I: LLaMA-2 7B -16.37 / LoftQ -16.25 / 4-bit -15.68 dB CP NMSE"),
     Table("table2", "ablation", "Backbone ablation", ("@ablation", "@random_init", "@no_backbone", "@backbone"),
           (_CP, _DET, _PRE), "Table II: GPT-2 -15.39, no backbone -13.49 dB CP NMSE"),
-    Table("multitask", "fig5", "One multi-task agent vs a single-task agent per task (same steps)",
+    Table("multitask", "multitask", "One multi-task agent vs a single-task agent per task (same steps)",
           ("@llm_multi", "@llm_single"),
           (Column("CP NMSE 10 km/h [dB]", "prediction", "nmse_db", "speed_kmh", 10.0),
            Column("CP NMSE 50 km/h [dB]", "prediction", "nmse_db", "speed_kmh", 50.0),
            Column("CP NMSE 100 km/h [dB]", "prediction", "nmse_db", "speed_kmh", 100.0),
-           Column("PRE K=4, 0 dBW [bit/s/Hz]", "precoding", "sum_rate", "tx_power_dbw", 0.0, data="fig7"),
-           Column("PRE K=8 [bit/s/Hz]", "precoding", "sum_rate", "num_users", 8.0, data="fig8"),
-           Column("DET NMSE 12 dB [dB]", "detection", "nmse_db", "snr_db", 12.0, data="detection"),
-           Column("DET SER 12 dB", "detection", "ser", "snr_db", 12.0, 4, data="detection")),
+           Column("PRE K=4, 0 dBW [bit/s/Hz]", "precoding", "sum_rate", "tx_power_dbw", 0.0),
+           Column("PRE K=8 [bit/s/Hz]", "precoding", "sum_rate", "num_users", 8.0),
+           Column("DET NMSE 12 dB [dB]", "detection", "nmse_db", "snr_db", 12.0),
+           Column("DET SER 12 dB", "detection", "ser", "snr_db", 12.0, 4)),
           "the paper: multi-task within a small margin of single-task agents"),
     Table("generalisation", "fig5", "Trained on UMa, tested without retraining: CP NMSE at 40 km/h [dB]",
           GEN_CP, (Column("UMa", "prediction", "nmse_db", "speed_kmh", 40.0),

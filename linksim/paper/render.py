@@ -26,18 +26,23 @@ ROLES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU", "transformer": "Transformer
          "single_prompt": "single-task, prompt", "single_noprompt": "single-task, no prompt",
          "backbone": "user backbone"}
 LIMITS = {"dpc_bound": "--", "genie": "--", "wmmse_best": ":", "kbest": "-."}   # references: grey, own dashes
-EXTRA_X = {("training", "step"): "Training step"}
-EXTRA_Y = {"loss_detection": "Detection loss (MSE)"}
+EXTRA_X = {("training", "samples"): "Training samples seen (detection)"}
+EXTRA_Y = {"val_ser": "Validation SER"}
 MARKERS = "osD^v<>phX*P"
 
 
-def display(block: str, labels: dict[str, str], overrides: dict | None = None) -> str:
-    """A CSV block label as the legend shows it (``ar+wmmse`` -> ``AR (per-sample LS) + WMMSE``)."""
+def display(block: str, labels: dict[str, str], overrides: dict | None = None,
+            seeds: dict[str, int] | None = None) -> str:
+    """A CSV block label as the legend shows it (``ar+wmmse`` -> ``AR (per-sample LS) + WMMSE``;
+    an agent of a role's second training seed gets `` (seed 2)``)."""
     names = ROLES | dict(overrides or {})
     out = []
     for part in block.split("+"):
         role = labels.get(part)
-        out.append(names.get(role, role) if role else NAMES.get(part, part))
+        text = names.get(role, role) if role else NAMES.get(part, part)
+        if seeds and seeds.get(part, 0) > 0:
+            text += f" (seed {seeds[part] + 1})"
+        out.append(text)
     return " + ".join(out)
 
 
@@ -56,7 +61,7 @@ def _rows(out: Path, data: str) -> list[dict]:
     return read_rows(path)
 
 
-def render_figure(fig: Figure, out: Path, labels: dict[str, str]) -> list[Path]:
+def render_figure(fig: Figure, out: Path, labels: dict[str, str], seeds: dict[str, int] | None = None) -> list[Path]:
     """``OUT/<fig>.csv`` (its rows), ``.png`` and ``.pdf``."""
     import matplotlib
     matplotlib.use("Agg")
@@ -86,24 +91,20 @@ def render_figure(fig: Figure, out: Path, labels: dict[str, str]) -> list[Path]:
         limit = any(p in LIMITS for p in block.split("+"))
         llm = "llm" in block
         dash = next((LIMITS[p] for p in block.split("+") if p in LIMITS), "-")
-        style = dict(label=display(block, labels, dict(fig.labels)), linestyle=dash,
-                     linewidth=2.0 if llm else 1.3, markersize=4.5 if not fig.smooth else 0,
+        style = dict(label=display(block, labels, dict(fig.labels), seeds), linestyle=dash,
+                     linewidth=2.0 if llm else 1.3, markersize=4.5,
                      marker=MARKERS[i % len(MARKERS)], capsize=2)
         if limit:
             style["color"] = "0.25"
-        if fig.smooth:
-            y = _running_mean(y, fig.smooth)
-            ax.plot(x, y, **{k: v for k, v in style.items() if k != "capsize"})
-        else:
-            ax.errorbar(x, y, yerr=[lo, hi], **style)
+        ax.errorbar(x, y, yerr=[lo, hi], **style)
     if fig.log_y:
         ax.set_yscale("log")
-    if fig.x_name in ("num_users", "step"):
+    if fig.x_name in ("num_users", "samples"):
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel(EXTRA_X.get((fig.task, fig.x_name)) or X_LABELS.get((fig.task, fig.x_name))
                   or X_LABELS.get(fig.x_name, fig.x_name))
     ax.set_ylabel(EXTRA_Y.get(fig.metric) or Y_LABELS.get(fig.metric, fig.metric))
-    ax.set_title(fig.title + (f" (running mean over {fig.smooth} steps)" if fig.smooth else ""))
+    ax.set_title(fig.title)
     ax.grid(True, which="both", alpha=0.3)
     place_legend(fig_, ax, below=len(curves) > 6)
     stem = out / fig.name
@@ -120,52 +121,107 @@ def _order(block: str, labels: dict[str, str]):
     return (limit, "llm" in block, block in labels or "+" in block and block.split("+")[0] in labels, block)
 
 
-def _running_mean(y: list[float], w: int) -> list[float]:
-    out, s = [], 0.0
-    for i, v in enumerate(y):
-        s += v - (y[i - w] if i >= w else 0.0)
-        out.append(s / min(i + 1, w))
-    return out
-
-
 def table_cells(table: Table, out: Path, roles) -> tuple[list[str], list[list[str]], list[dict]]:
-    """(header, rows of formatted cells, the CSV rows used) of ``table``."""
+    """(header, rows of formatted cells, the CSV rows used) of ``table``: a cell is the value of
+    its row's agent, or the mean ± half the range over the role's training seeds."""
+    header, body, used, _ = _table_values(table, out, roles)
+    return header, body, used
+
+
+def _table_values(table: Table, out: Path, roles):
+    """:func:`table_cells` and, per shown row, ``(title, [values per seed] per column)``."""
     index = {}
     for data in {table.data} | {c.data for c in table.columns if c.data}:
         for r in _rows(out, data):
             index[(data, r["task"], r["block"], r["metric"], r["x_name"], float(r["x"]))] = r
     labels = roles.labels()
     header = ["block"] + [c.header for c in table.columns]
-    body, used = [], []
+    body, used, values = [], [], []
     for spec in table.rows:
-        cells, names = [], set()
+        cells, names, vals = [], [], []
         for c in table.columns:
             role = f"@llm_{c.task}" if spec == "@llm_single" else spec
-            block = roles.block(role)
-            if block is None:        # the absent user backbone
+            blocks = roles.blocks(role, seeds=True)
+            if not blocks:           # the absent user backbone
                 break
-            name = "+".join(Path(p[6:]).name if p.startswith("agent:") else p for p in block.split("+"))
-            names.add(name)
-            r = index.get((c.data or table.data, c.task, name, c.metric, c.x_name, float(c.x)))
-            if r is None:
-                cells.append("—")
-                continue
-            used.append(r)
-            cells.append(f"{float(r['value']):.{c.digits}f}")
+            found = []
+            for block in blocks:
+                name = "+".join(Path(p[6:]).name if p.startswith("agent:") else p for p in block.split("+"))
+                if name not in names:
+                    names.append(name)
+                r = index.get((c.data or table.data, c.task, name, c.metric, c.x_name, float(c.x)))
+                if r is not None:
+                    used.append(r)
+                    found.append(float(r["value"]))
+            vals.append(found)
+            cells.append(_cell(found, c.digits))
         if len(cells) < len(table.columns):
             continue
-        title = "LLM single-task" if spec == "@llm_single" else display(sorted(names)[0], labels)
-        body.append([f"{title} (`{', '.join(sorted(names))}`)"] + cells)
-    return header, body, used
+        role = spec[1:] if spec.startswith("@") and spec != "@llm_single" else None
+        title = "LLM single-task" if spec == "@llm_single" else \
+            ROLES.get(role) if role in ROLES else display(names[0], labels)
+        body.append([f"{title} (`{', '.join(names)}`)"] + cells)
+        values.append((title, vals))
+    return header, body, used, values
+
+
+def _cell(values: list[float], digits: int) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    mean, half = sum(values) / len(values), (max(values) - min(values)) / 2
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def seed_verdict(row: list[float], ref: list[float]) -> tuple[float, float, str]:
+    """(difference of the means, seed-to-seed spread, verdict) of a row against the reference row.
+
+    The spread is the mean of the two rows' seed ranges (max − min). A difference is *decided*
+    only when both rows have two or more seeds and their ranges do not overlap (every seed of one
+    lies beyond every seed of the other); otherwise it is within the spread, or rests on one seed.
+
+    >>> d, spread, verdict = seed_verdict([-12.0, -11.8], [-11.0, -11.2])
+    >>> round(d, 2), round(spread, 2), verdict
+    (-0.8, 0.2, 'decided')
+    """
+    d = sum(row) / len(row) - sum(ref) / len(ref)
+    spread = ((max(row) - min(row)) + (max(ref) - min(ref))) / 2
+    if len(row) < 2 or len(ref) < 2:
+        return d, spread, "one seed"
+    apart = min(row) > max(ref) or max(row) < min(ref)
+    return d, spread, "decided" if apart else "within spread"
+
+
+def _differences(table: Table, values) -> list[str]:
+    """Markdown lines: each later row minus the first, per column, beside the seed spread."""
+    if len(values) < 2 or all(len(v) < 2 for _, vals in values for v in vals):
+        return []
+    ref_title, ref = values[0]
+    lines = [f"Differences to {ref_title} (mean over seeds; spread: the mean of the two rows' "
+             "seed ranges; decided only when the seed ranges do not overlap):", "",
+             "| vs " + ref_title + " | " + " | ".join(c.header for c in table.columns) + " |",
+             "|" + "---|" * (len(table.columns) + 1)]
+    for title, vals in values[1:]:
+        cells = []
+        for c, v, r in zip(table.columns, vals, ref):
+            if not v or not r:
+                cells.append("—")
+                continue
+            d, spread, verdict = seed_verdict(v, r)
+            mark = f"**{verdict}**" if verdict == "decided" else verdict
+            cells.append(f"{d:+.{c.digits}f} (spread {spread:.{c.digits}f}, {mark})")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def render_table(table: Table, out: Path, roles) -> list[Path]:
     """``OUT/<table>.md`` and ``OUT/<table>.csv`` (the rows its cells show)."""
-    header, body, used = table_cells(table, out, roles)
+    header, body, used, values = _table_values(table, out, roles)
     md = [f"**{table.name}: {table.title}**", "", "| " + " | ".join(header) + " |",
           "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in body]
     notes = _column_notes(table)
-    text = "\n".join(md) + "\n\n" + notes + "\n"
+    text = "\n".join(md) + "\n\n" + "\n".join(_differences(table, values)) + notes + "\n"
     atomic_write(out / f"{table.name}.md", text)
     atomic_write(out / f"{table.name}.csv", _csv_text(used))
     return [out / f"{table.name}.md", out / f"{table.name}.csv"]

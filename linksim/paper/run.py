@@ -35,7 +35,8 @@ def parse_only(text: str | None) -> list[str]:
 
 
 class Roles:
-    """``@role`` -> ``agent:FOLDER`` through the budget (``@backbone``: the user's, if any)."""
+    """``@role`` -> ``agent:FOLDER`` through the budget (``@backbone``: the user's, if any). A role
+    may have one folder per training seed: figures show the first, seeded sweeps and tables all."""
 
     def __init__(self, budget: Budget, backbone_agent: str | None):
         self.budget, self.backbone_agent = budget, backbone_agent
@@ -45,34 +46,59 @@ class Roles:
             return self.backbone_agent
         return self.budget.agent(role)
 
+    def seed_folders(self, role: str) -> list[str]:
+        """Every folder of ``role`` (one per training seed; none for the absent ``@backbone``)."""
+        if role == "backbone":
+            return [self.backbone_agent] if self.backbone_agent else []
+        return self.budget.seeds(role)
+
     def block(self, name: str) -> str | None:
         """A sweep block name, or None when it names the absent ``@backbone``."""
-        parts = []
-        for part in name.split("+"):
-            if part.startswith("@"):
-                folder = self.folder(part[1:])
-                if folder is None:
-                    return None
-                part = f"agent:{folder}"
-            parts.append(part)
-        return "+".join(parts)
+        blocks = self.blocks(name, seeds=False)
+        return blocks[0] if blocks else None
+
+    def blocks(self, name: str, seeds: bool = True) -> list[str]:
+        """The sweep block names of ``name``: one per training seed of its ``@role`` (``seeds``),
+        else the first seed's only; empty for the absent ``@backbone``."""
+        parts = name.split("+")
+        roles = [p[1:] for p in parts if p.startswith("@")]
+        if not roles:
+            return [name]
+        folders = self.seed_folders(roles[0]) if seeds else [self.folder(roles[0])]
+        if not folders or folders == [None]:
+            return []
+        out = []
+        for f in folders:                 # a pair names one role: the other part is classical
+            out.append("+".join(f"agent:{f}" if p.startswith("@") else p for p in parts))
+        return out
 
     def folders(self, data: Data) -> list[str]:
-        names = [b for s in data.sweeps for b in s.blocks] + list(data.logs) + list(data.memory)
+        names = [(b, s.seeds) for s in data.sweeps for b in s.blocks] + \
+            [(n, data.seeds) for n in data.logs] + [(n, False) for n in data.memory]
         out = []
-        for n in names:
-            for part in n.split("+"):
-                if part.startswith("@") and (f := self.folder(part[1:])) and f not in out:
-                    out.append(f)
+        for n, seeds in names:
+            for block in self.blocks(n, seeds):
+                for part in block.split("+"):
+                    if part.startswith("agent:") and part[6:] not in out:
+                        out.append(part[6:])
         return out
 
     def labels(self) -> dict[str, str]:
-        """CSV block label (an agent's folder name) -> its role."""
+        """CSV block label (an agent's folder name) -> its role, for every seed's folder."""
         out: dict[str, str] = {}
-        for r, f in self.budget.agents.items():      # a folder of two roles keeps its first
-            out.setdefault(Path(f).name, r)
+        for r, folders in self.budget.agents.items():   # a folder of two roles keeps its first
+            for f in folders:
+                out.setdefault(Path(f).name, r)
         if self.backbone_agent:
             out[Path(self.backbone_agent).name] = "backbone"
+        return out
+
+    def seed_index(self) -> dict[str, int]:
+        """CSV block label -> the position of its folder in its role's seed list (0: the first)."""
+        out: dict[str, int] = {}
+        for folders in self.budget.agents.values():
+            for i, f in enumerate(folders):
+                out.setdefault(Path(f).name, i)
         return out
 
 
@@ -151,7 +177,7 @@ def _run_data(data: Data, budget: Budget, roles: Roles, folder: Path, progress: 
     except TypeError:
         raise LinksimError(f"{budget.path}: changes.{data.name}: expected tables of scenario sections") from None
     for s in data.sweeps:
-        blocks = [b for b in (roles.block(n) for n in s.blocks) if b]
+        blocks = [b for n in s.blocks for b in roles.blocks(n, s.seeds)]
         over = budget.grid(s.over[5:]) if s.over.startswith("grid:") else s.over
         sweep(sc, s.task, blocks, over, folder, progress=progress, backend=backend)
     if data.logs:
@@ -161,23 +187,28 @@ def _run_data(data: Data, budget: Budget, roles: Roles, folder: Path, progress: 
 
 
 def _training_logs(data: Data, roles: Roles, folder: Path) -> None:
-    """Training losses of ``data.log_task`` per step from each agent's train_log.csv."""
+    """Validation curves of ``data.log_task`` from each agent's train_log.csv (every seed's agent
+    when ``data.seeds``): its chain's validation metric against the training samples seen."""
+    from ..chains import chain_class
+
+    metric = f"val_{chain_class(data.log_task).val_metric}"
     store = ResultsStore(folder)
     rows = []
     for role in data.logs:
-        agent = roles.folder(role[1:])
-        log = Path(agent) / "train_log.csv"
-        if not log.is_file():
-            raise LinksimError(f"{log}: not found (train agent:{agent} first)")
-        spec = read_agent(agent)
-        batch = spec.train.batch_sizes.get(data.log_task, spec.train.batch_size)
-        with open(log, newline="") as f:
-            for r in csv.DictReader(f):
-                if r["task"] == data.log_task and r["loss"]:
-                    v = float(r["loss"])
-                    rows.append({"task": "training", "block": Path(agent).name, "x_name": "step",
-                                 "x": int(r["step"]), "metric": f"loss_{data.log_task}", "value": v,
-                                 "ci_low": v, "ci_high": v, "n": batch})
+        for block in roles.blocks(role, data.seeds):
+            agent = block[6:]
+            log = Path(agent) / "train_log.csv"
+            if not log.is_file():
+                raise LinksimError(f"{log}: not found (train agent:{agent} first)")
+            spec = read_agent(agent)
+            batch = spec.train.batch_sizes.get(data.log_task, spec.train.batch_size)
+            with open(log, newline="") as f:
+                for r in csv.DictReader(f):
+                    if r["task"] == data.log_task and r.get("metric") == metric and r["value"]:
+                        v = float(r["value"])
+                        rows.append({"task": "training", "block": Path(agent).name, "x_name": "samples",
+                                     "x": int(r["step"]) * batch, "metric": metric, "value": v,
+                                     "ci_low": v, "ci_high": v, "n": batch})
     store.add(rows)
 
 
@@ -218,7 +249,7 @@ def run_paper(budget: str, out: str | Path, only: str | None = None, backbone: s
     labels = roles.labels()
     for f in FIGURES:
         if f.name in names:
-            written += render_figure(f, out, labels)
+            written += render_figure(f, out, labels, roles.seed_index())
     for t in TABLES:
         if t.name in names:
             written += render_table(t, out, roles)

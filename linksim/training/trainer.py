@@ -147,7 +147,10 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     (:mod:`~linksim.training.weights`; ``loss_weight`` rows in the log). Batches are drawn ahead
     of the trainer by ``train.data_workers`` processes, from new drops each step by default.
     Training stops at ``steps``, at the wall-clock cap or on a validation plateau
-    (:class:`~linksim.training.stopping.Plateau`); the weights of the best validation are saved. Per-task losses, the weighted total (task ``all``), each task's validation
+    (:class:`~linksim.training.stopping.Plateau`, over the trained validations); the weights of
+    the best validation are saved, the starting weights (validated at step 0) included: an agent
+    that training never improved keeps them and says so (``best_step = 0``). Per-task losses, the
+    weighted total (task ``all``), each task's validation
     metrics beside its classical references, and the data wait go to ``train_log.csv``.
 
     A trained agent (weights and ``[result]``) is refused unless ``overwrite`` is set
@@ -185,10 +188,11 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     runs = [_TaskRun(t, spec, sc, dims, model, acc, cache, show) for t in tasks]
 
     ckpt, log_file = spec.path / "checkpoint", spec.path / "train_log.csv"
-    state_file, best_dir = ckpt / "step.json", ckpt / "best"
+    state_file, best_dir, start_dir = ckpt / "step.json", ckpt / "best", ckpt / "start"
     start, wall_before = 0, 0.0
     plateau = Plateau(tr.patience, tr.min_delta)
     best_metrics: dict = {}
+    start_metrics: dict = {}
     # the global RNG (dropout) starts from the seed, whether or not the pools above came from a cache
     torch.manual_seed(derive_seed(spec.seed, "train-rng"))
     if resume and state_file.is_file():
@@ -197,6 +201,7 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
         start, wall_before = st["step"], st["wall_time_s"]
         plateau = Plateau(**st.get("plateau", plateau.state()))
         best_metrics = st.get("best_metrics", {})
+        start_metrics = st.get("start_metrics", {})
     elif log_file.exists():
         log_file.unlink()
     batches = StepBatches({r.task: (r.data, r.batch_size) for r in runs},
@@ -209,13 +214,14 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
                unit="step", disable=not show)
     if start == 0:
         # the starting weights are a candidate too (the LLM predictor starts as `ar`): the curve's
-        # first point, and what the agent keeps if training never beats it
-        metrics = _validate_all(acc.unwrap_model(wrapped).model, runs)
-        log_rows += [(0, t, batches.stage_of(0), "", "", k, v) for t, m in metrics.items() for k, v in m.items()]
-        if plateau.update(_score(metrics), 0):
-            if acc.is_main_process:
-                acc.unwrap_model(wrapped).model.save_weights(_fresh_dir(best_dir))
-            best_metrics = metrics
+        # first point, and what the agent keeps if no trained validation beats it. The plateau
+        # rule counts trained validations only (a model that first leaves its start and then comes
+        # back is not stopped for it).
+        start_metrics = _validate_all(acc.unwrap_model(wrapped).model, runs)
+        log_rows += [(0, t, batches.stage_of(0), "", "", k, v) for t, m in start_metrics.items()
+                     for k, v in m.items()]
+        if acc.is_main_process:
+            acc.unwrap_model(wrapped).model.save_weights(_fresh_dir(start_dir))
     loader = iter(step_loader(batches, start, total, tr.data_workers))
     done = start
     threads = torch.get_num_threads()
@@ -271,24 +277,29 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
                     best_metrics = metrics
             if done % tr.checkpoint_every == 0 or done == total:
                 _checkpoint(acc, ckpt, log_file, log_rows, state_file, done, wall_before + time.time() - t0,
-                            plateau, best_metrics)
+                            plateau, best_metrics, start_metrics)
                 log_rows = []
     finally:
         torch.set_num_threads(threads)
         bar.close()
     if log_rows:
         _checkpoint(acc, ckpt, log_file, log_rows, state_file, done, wall_before + time.time() - t0,
-                    plateau, best_metrics)
+                    plateau, best_metrics, start_metrics)
     acc.wait_for_everyone()
     net = acc.unwrap_model(wrapped).model
-    if best_metrics and (best_dir / WEIGHTS).is_file():
+    keep_start = bool(start_metrics) and (start_dir / WEIGHTS).is_file() and \
+        (not best_metrics or _score(start_metrics) < _score(best_metrics))
+    if keep_start:
+        net.load_weights(start_dir)                      # training never beat where it started
+        metrics = start_metrics
+    elif best_metrics and (best_dir / WEIGHTS).is_file():
         net.load_weights(best_dir)                       # the best validated weights are the agent's
         metrics = best_metrics
     elif not metrics:
         metrics = _validate_all(net, runs)
     steps_run = max(done - start, 1)
     result = {("task" if single else "tasks"): tasks[0] if single else list(tasks), "steps": done,
-              "best_step": plateau.best_step if best_metrics else done, "stopped": stopped,
+              "best_step": 0 if keep_start else plateau.best_step if best_metrics else done, "stopped": stopped,
               "wall_time_s": round(wall_before + time.time() - t0, 1),
               "data_wait_fraction": round(waited / max(time.time() - t0, 1e-9), 4) if steps_run else 0.0,
               "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
@@ -317,14 +328,15 @@ def _fresh_dir(path: Path) -> Path:
     return path
 
 
-def _checkpoint(acc, ckpt, log_file, log_rows, state_file, done, wall_s, plateau, best_metrics) -> None:
+def _checkpoint(acc, ckpt, log_file, log_rows, state_file, done, wall_s, plateau, best_metrics,
+                start_metrics) -> None:
     """Append the log, save the optimiser/model/RNG state and the stopping state (resume point)."""
     if acc.is_main_process:
         _append_log(log_file, log_rows)
     acc.save_state(str(ckpt))          # every process: Accelerate writes from the main one
     if acc.is_main_process:
         state_file.write_text(json.dumps({"step": done, "wall_time_s": wall_s, "plateau": plateau.state(),
-                                          "best_metrics": best_metrics}))
+                                          "best_metrics": best_metrics, "start_metrics": start_metrics}))
 
 
 def _validate_all(model, runs) -> dict:
