@@ -166,3 +166,12 @@ def test_the_starting_weights_are_kept_when_training_never_beats_them(tmp_path, 
     result = train_agent(d, progress=False)
     assert result["best_step"] == 0 and result["steps"] == 30 and result["stopped"] == "steps"
     assert _same(_weights(d), snapshots[0]) and not _same(_weights(d), snapshots[-1])
+
+
+def test_validations_of_the_label_stage_do_not_use_up_the_patience():
+    p = Plateau(patience=2, min_delta=0.1)
+    assert p.update(-10.0, 1)
+    assert not p.update(-9.0, 2, count=False) and not p.update(-9.0, 3, count=False)
+    assert not p.stop() and p.best_step == 1
+    p.update(-9.0, 4), p.update(-9.0, 5)
+    assert p.stop()

@@ -33,12 +33,14 @@ class Plateau:
     best_step: int = 0
     bad: int = 0
 
-    def update(self, score: float, step: int) -> bool:
-        """Record a validation; True when it is the new best (then keep its weights)."""
+    def update(self, score: float, step: int, count: bool = True) -> bool:
+        """Record a validation; True when it is the new best (then keep its weights).
+        ``count = False``: a validation that does not improve is not counted against the patience
+        (the precoders' label stage, which the rate stage is meant to leave behind)."""
         if score < self.best - self.min_delta or (self.best == math.inf and math.isfinite(score)):
             self.best, self.best_step, self.bad = float(score), int(step), 0
             return True
-        self.bad += 1
+        self.bad += int(count)
         return False
 
     def stop(self) -> bool:

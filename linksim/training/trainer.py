@@ -272,7 +272,9 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
                 log_rows.append((done, "all", stage, "", "", "data_wait_s", round(waited, 3)))
                 if weights is not None:
                     log_rows += [(done, t, stage, "", "", "loss_weight", round(weights.weight(t), 6)) for t in tasks]
-                if plateau.update(_score(metrics), done) and acc.is_main_process:
+                # the plateau rule waits for the last stage (precoders: the rate loss after the labels)
+                if plateau.update(_score(metrics), done, count=batches.stage_of(done) != "labels") \
+                        and acc.is_main_process:
                     acc.unwrap_model(wrapped).model.save_weights(_fresh_dir(best_dir))
                     best_metrics = metrics
             if done % tr.checkpoint_every == 0 or done == total:
