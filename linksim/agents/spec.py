@@ -66,6 +66,11 @@ class TrainSpec:
     min_delta: float = 0.01       # dB: the smallest improvement of the validation score that counts
     max_minutes: float = 0.0      # wall-clock cap in minutes (0: none)
     dataset: str = ""             # an exported HDF5 (`linksim dataset`) to train on instead of a pool
+    # on a GPU: "bf16" | "fp16" autocast (Accelerate's mixed_precision; "no": float32 throughout),
+    # and where fresh drops are drawn ("cpu": the same batches on every machine; "accelerator":
+    # on the training device, in the trainer's process: data_workers must be 0)
+    mixed_precision: str = "no"
+    data_device: str = "cpu"
     # several tasks (one batch of each per step): weights of the per-task losses (default: each
     # task's own ``loss_weight``, e.g. prediction 1, detection 5, precoding 0.2) or "uncertainty"
     # (learned, linksim.training.weights; one task is never weighted), batch sizes
@@ -195,6 +200,14 @@ def read_agent(path: str | Path) -> AgentSpec:
             or spec.checkpoint_every <= 0 or spec.drops_reuse <= 0:
         raise LinksimError(f"{f}: train.steps, batch_size, val_drops, val_every, checkpoint_every and "
                            "drops_reuse must be > 0")
+    if spec.mixed_precision not in ("no", "bf16", "fp16"):
+        raise LinksimError(f"{f}: train.mixed_precision must be \"no\", \"bf16\" or \"fp16\", "
+                           f"got {spec.mixed_precision!r}")
+    if spec.data_device not in ("cpu", "accelerator"):
+        raise LinksimError(f"{f}: train.data_device must be \"cpu\" or \"accelerator\", got {spec.data_device!r}")
+    if spec.data_device == "accelerator" and spec.data_workers:
+        raise LinksimError(f"{f}: train.data_device = \"accelerator\" draws the drops in the trainer's "
+                           "process: set train.data_workers = 0")
     seed = agent.get("seed", 0)
     if not isinstance(seed, int) or seed < 0:
         raise LinksimError(f"{f}: agent.seed must be an integer >= 0")

@@ -8,6 +8,7 @@ measured metrics in ``agent.toml [result]``.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import time
@@ -112,7 +113,8 @@ class _TaskRun:
             self.data = TaskData(task, pool(tr.pool_drops, derive_seed(spec.seed, "train")), dims, sc, tr,
                                  spec.seed, layout, users)
         else:
-            source = ChannelSource(pool_sc.replace(run={"device": "cpu"}), seed=derive_seed(spec.seed, "fresh"))
+            where = "cpu" if tr.data_device == "cpu" else str(acc.device)
+            source = ChannelSource(pool_sc.replace(run={"device": where}), seed=derive_seed(spec.seed, "fresh"))
             drops = drops_per_batch(task, pool_sc, self.batch_size, layout, k, t)
             self.data = FreshData(task, source, drops, speed, k, t, dims, sc, tr, spec.seed, layout, users,
                                   tr.drops_reuse)
@@ -137,7 +139,7 @@ def _step_seed(spec, step: int, task: str, single: bool, process: int) -> int:
 
 
 def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
-                progress: bool = True, overwrite: bool = False) -> dict:
+                progress: bool = True, overwrite: bool = False, count_flops: bool = False) -> dict:
     """Train the agent in ``path`` per its agent.toml; returns the ``[result]`` table written.
 
     Several tasks (``agent.tasks``) train together: every step draws one batch of each task and
@@ -152,6 +154,10 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     that training never improved keeps them and says so (``best_step = 0``). Per-task losses, the
     weighted total (task ``all``), each task's validation
     metrics beside its classical references, and the data wait go to ``train_log.csv``.
+
+    ``count_flops``: the first step runs under :class:`torch.utils.flop_counter.FlopCounterMode`
+    and ``[result] step_flops`` holds its FLOPs (forward and backward of every task's batch), for
+    the MFU that ``bench/gpu.py`` prints.
 
     A trained agent (weights and ``[result]``) is refused unless ``overwrite`` is set
     (:func:`~linksim.training.guard.check_overwrite`), before anything is built.
@@ -173,7 +179,7 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
 
     # a multi-task model's other heads take no part in one task's loss: DDP must allow that
     ddp = DistributedDataParallelKwargs(find_unused_parameters=len(arch_spec(spec.arch).tasks) > 1)
-    acc = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+    acc = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp], mixed_precision=tr.mixed_precision)
     torch.manual_seed(derive_seed(spec.seed, "init"))
     model = build_model(spec.arch, dims, spec.model).train()   # (a frozen backbone may load in eval mode)
     weights = UncertaintyWeights({t: chain_class(t).loss_weight for t in tasks}) \
@@ -208,7 +214,7 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
                           lambda step, task: _step_seed(spec, step, task, single, acc.process_index),
                           lambda step: "labels" if step < tr.label_steps else "rate")
     t0 = time.time()
-    log_rows, metrics, stopped, waited = [], {}, "steps", 0.0
+    log_rows, metrics, stopped, waited, step_flops = [], {}, "steps", 0.0, 0.0
     # a resumed run's bar counts the steps it runs (tqdm's rate would count resumed ones as instant)
     bar = tqdm(total=total - start, desc=f"train {spec.path.name}" + (f" (from step {start})" if start else ""),
                unit="step", disable=not show)
@@ -243,17 +249,21 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
             waited += time.time() - tw
             opt.zero_grad()
             step_loss, rows = 0.0, []
-            for run in runs:
-                batch = _to(step_batches[run.task], acc.device) | {"task": run.task}
-                loss, objective = wrapped(batch)
-                lv = loss.detach().item()
-                if not torch.isfinite(loss):
-                    raise LinksimError(f"{spec.path}: {run.task} loss is {lv} at step {step} "
-                                       "(try a lower train.lr)")
-                weight = run.weight if weights is None else weights.weight(run.task)
-                acc.backward(loss if single else run.weight * loss if objective is None else objective)
-                step_loss += lv if single else weight * lv
-                rows.append((run.task, lv))
+            counter = _flop_counter() if count_flops and step == start else contextlib.nullcontext()
+            with counter:
+                for run in runs:
+                    batch = _to(step_batches[run.task], acc.device) | {"task": run.task}
+                    loss, objective = wrapped(batch)
+                    lv = loss.detach().item()
+                    if not torch.isfinite(loss):
+                        raise LinksimError(f"{spec.path}: {run.task} loss is {lv} at step {step} "
+                                           "(try a lower train.lr)")
+                    weight = run.weight if weights is None else weights.weight(run.task)
+                    acc.backward(loss if single else run.weight * loss if objective is None else objective)
+                    step_loss += lv if single else weight * lv
+                    rows.append((run.task, lv))
+            if count_flops and step == start:
+                step_flops = float(counter.get_total_flops())
             if not single:
                 rows.append(("all", step_loss))
             if tr.grad_clip > 0:
@@ -307,6 +317,8 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
               "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
               "scenario_hash": sc.hash, "dims": dims.as_dict()}
     result |= metrics[tasks[0]] if single else metrics
+    if count_flops and step_flops:
+        result["step_flops"] = step_flops
     if net.fingerprint:
         result["backbone"] = {"fingerprint": net.fingerprint} | net.backbone_record()
     result |= {"trained_on": time.strftime("%Y-%m-%d"), "device": str(acc.device),
@@ -316,6 +328,12 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
         net.save_weights(spec.path)
         write_result(spec, result)
     return result
+
+
+def _flop_counter():
+    """Counts the FLOPs of the first step run (``count_flops``: the MFU of bench/gpu.py)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    return FlopCounterMode(display=False)
 
 
 def _score(metrics: dict) -> float:

@@ -148,6 +148,7 @@ class PredictionHead(nn.Module):
         """Hidden states ``[N, L, width]`` + series ``[N, L, MF]`` -> ``[N, P, MF]`` complex64."""
         n = hidden.shape[0]
         c = self.taps(self.from_llm(hidden).flatten(1)).view(n, self.horizon, self.history, 2)
+        c = c.float()                                   # bf16/fp16 under autocast: complex needs float32
         c = torch.complex(c[..., 0], c[..., 1])
         return (self.base_taps(s) + c) @ s
 
@@ -246,6 +247,7 @@ class DetectionHead(nn.Module):
     def decode(self, hidden, x_tilde) -> torch.Tensor:
         """Hidden states of the signal tokens ``[b, T, width]`` -> ``x_hat [b, K, T]`` complex64."""
         d = self.dec(hidden)
+        d = d.float()                                   # bf16/fp16 under autocast: complex needs float32
         return (x_tilde + torch.complex(d[..., :self.k], d[..., self.k:])).transpose(1, 2)
 
     def run(self, agent, y, h, noise_var):
