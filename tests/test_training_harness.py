@@ -3,6 +3,7 @@ seed and step), exact resume, the plateau rule keeping the best weights, and lea
 import csv
 import math
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -231,3 +232,14 @@ def test_the_multitask_llm_trains_under_bf16_autocast(tmp_path, tiny_toml):
     assert result["steps"] == 2 and result["step_flops"] > 0
     losses = [float(r["loss"]) for r in csv.DictReader(open(d / "train_log.csv")) if r["loss"]]
     assert len(losses) == 2 * 4 and all(math.isfinite(v) for v in losses)    # 3 tasks + "all"
+
+
+def test_precoding_score_of_a_range_of_k_weighs_every_k_alike():
+    """With per-K validation the score is the mean over K of -10 log10(rate / WMMSE's rate): a
+    model that gains 10% at K = 8 and loses 10% at K = 3 scores as much lower as -10 log10(1.1)
+    and -10 log10(0.9) average out; without per-K metrics, -10 log10 of the rate."""
+    from linksim.chains import chain_class
+    score = chain_class("precoding").score
+    m = {"val_sum_rate": 17.0, "val_rate_ratio_k3": 0.9, "val_rate_ratio_k8": 1.1}
+    assert score(m) == pytest.approx((-10 * math.log10(0.9) - 10 * math.log10(1.1)) / 2)
+    assert score({"val_sum_rate": 10.0}) == pytest.approx(-10.0)
