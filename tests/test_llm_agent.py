@@ -347,6 +347,10 @@ def test_multitask_resume_after_kill_equals_uninterrupted(tmp_path, monkeypatch)
     monkeypatch.setattr(_LossModule, "forward", dies)
     with pytest.raises(KeyboardInterrupt):
         train_agent(dirs[1], progress=False)
+    # the checkpoint holds what training changes (LoRA, heads), not the frozen backbone
+    stored = load_file(str(dirs[1] / "checkpoint" / "model.safetensors"))
+    llm = [k for k in stored if k.startswith("model.llm.")]
+    assert llm and all("lora_" in k for k in llm), [k for k in llm if "lora_" not in k][:3]
     monkeypatch.setattr(_LossModule, "forward", original)
     train_agent(dirs[1], progress=False)
     for f in ("model.safetensors", "adapter/adapter_model.safetensors"):
