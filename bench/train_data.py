@@ -1,7 +1,7 @@
 """Data wait of training on fresh drops: for one shipped recipe per architecture, train a copy for a
-few steps with new channel drops every step (``pool_drops = 0``) and print, side by side, the step
-time and the fraction of it the trainer waited for data, with the batches drawn by 0 (in the
-trainer) or 1 worker process. Goal: data wait < 15% of the step time with a worker.
+few steps on fresh drops (``pool_drops = 0``, the recipe's ``drops_reuse``) and print, side by
+side, the step time and the fraction of it the trainer waited for data, with the batches drawn by
+0 (in the trainer) or 1 worker process. Goal: data wait < 15% of the step time with a worker.
 
     python bench/train_data.py [--steps 40] [--agents detnet,oampnet,...] [--workers 0,1]
 """
@@ -25,7 +25,7 @@ def trial(agent: str, steps: int, workers: int, root: Path) -> dict:
     text = re.sub(r'scenario = "([^"]+)"', lambda m: f'scenario = "{Path(m.group(1)).resolve()}"', text)
     text = re.sub(r"(?m)^pool_drops = .*$", "pool_drops = 0", text)
     text = re.sub(r"(?m)^(val_every|checkpoint_every) = .*$", rf"\1 = {steps}", text)
-    text = re.sub(r"(?m)^(data_workers|patience|drops_reuse) = .*\n", "", text)
+    text = re.sub(r"(?m)^(data_workers|patience|max_minutes) = .*\n", "", text)     # drops_reuse is the recipe's
     text = re.sub(r"(?m)^\[train\]$", f"[train]\ndata_workers = {workers}\npatience = 0", text, count=1)
     d = root / f"{agent}-w{workers}"
     d.mkdir(parents=True)
