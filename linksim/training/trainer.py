@@ -179,6 +179,7 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
 
     # a multi-task model's other heads take no part in one task's loss: DDP must allow that
     ddp = DistributedDataParallelKwargs(find_unused_parameters=len(arch_spec(spec.arch).tasks) > 1)
+    _fit_accelerator_state(tr.mixed_precision)
     acc = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp], mixed_precision=tr.mixed_precision)
     torch.manual_seed(derive_seed(spec.seed, "init"))
     model = build_model(spec.arch, dims, spec.model).train()   # (a frozen backbone may load in eval mode)
@@ -333,6 +334,17 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
         net.save_weights(spec.path)
         write_result(spec, result)
     return result
+
+
+def _fit_accelerator_state(mixed_precision: str) -> None:
+    """Accelerate keeps one process-wide state; a process that trains agents of different
+    ``train.mixed_precision`` (``linksim train a b``, ``linksim paper``) drops it between them
+    (the process group, Accelerate's ``PartialState``, is kept)."""
+    from accelerate.state import AcceleratorState
+
+    current = AcceleratorState._shared_state.get("_mixed_precision")
+    if current is not None and current != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _flop_counter():
