@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -39,6 +38,7 @@ def read_curves(folder: str | Path) -> dict:
         metric = chain_class(task).val_metric
         size = spec.train.batch_sizes.get(task, spec.train.batch_size)
         name, prefix = f"val_{metric}", f"val_{metric}_"
+        references = set(chain_class(task).references)
         points, refs = defaultdict(float), {}
         for r in rows:
             if r.get("task", task) != task or not r.get("metric"):
@@ -50,8 +50,8 @@ def read_curves(folder: str | Path) -> dict:
                                    "not a number") from None
             if r["metric"] == name:
                 points[step * size] = value
-            elif r["metric"].startswith(prefix) and not re.search(r"_k\d+$", r["metric"]):
-                refs[r["metric"][len(prefix):]] = value       # (per-K metrics end in _k<K>)
+            elif r["metric"].startswith(prefix) and r["metric"][len(prefix):] in references:
+                refs[r["metric"][len(prefix):]] = value
         samples = sorted(points)
         kept = spec.result.get("best_step", spec.result.get("steps", 0)) * size
         out[task] = {"metric": metric, "samples": samples, "values": [points[s] for s in samples],

@@ -57,15 +57,20 @@ def _to(batch: dict, device) -> dict:
 
 
 @torch.no_grad()
-def task_metrics(block, task: str, batches: list[dict]) -> dict:
+def task_metrics(block, task: str, batches: list[dict], ci: bool = False) -> dict:
     """Validation metrics ``{"val_<metric>": value}`` of any block of ``task`` (trained or
     classical) on chain-layout batches, counted by the chain's own ``measure`` (one metric path:
-    the same batches in a sweep give the same numbers)."""
+    the same batches in a sweep give the same numbers). ``ci``: also ``val_<metric>_ci95``, the
+    half width of the 95% interval of the task's validation metric (is the set large enough?)."""
     chain = chain_class(task)
     acc = chain.new_metrics(block)
     for b in batches:
         chain.measure(block, b, acc)
-    return {f"val_{m}": a.result()[0] for m, a in acc.items()}
+    out = {f"val_{m}": a.result()[0] for m, a in acc.items()}
+    if ci and chain.val_metric in acc:
+        _, lo, hi, _ = acc[chain.val_metric].result()
+        out[f"val_{chain.val_metric}_ci95"] = (hi - lo) / 2
+    return out
 
 
 def reference_metrics(task: str, batches: list[dict], sc) -> dict:
@@ -80,7 +85,7 @@ def reference_metrics(task: str, batches: list[dict], sc) -> dict:
 
 def validate(model, task: str, batches: list[dict], reference: dict) -> dict:
     """The model's validation metrics with the classical reference beside them."""
-    out = task_metrics(AgentBlock(model, task, "validation"), task, batches) | reference
+    out = task_metrics(AgentBlock(model, task, "validation"), task, batches, ci=True) | reference
     model.train()
     out |= chain_class(task).summary(out)
     return {k: round(float(v), 6) for k, v in out.items()}
