@@ -71,13 +71,10 @@ def test_plateau_rule():
     assert not Plateau(patience=0, min_delta=0.0).stop()
 
 
-def test_training_stops_on_a_plateau_and_keeps_the_best_weights(tmp_path, tiny_toml, monkeypatch):
-    """Validation scores scripted to improve until step 20 and then worsen: with patience 2 the run
-    stops after the validation at step 40, and the agent's weights are the ones the model had at
-    the validation of step 20 (snapshotted there, independently of how the harness keeps them).
-    The starting weights are validated first (step 0)."""
-    scripted = iter([-5.0, -10.0, -12.0, -11.0, -11.5, -13.0, -14.0])   # validations at 0, 10, 20, ...
-    real, snapshots = trainer_mod._validate_all, []
+def _scripted_validations(monkeypatch, scores_db: list[float]) -> list[dict]:
+    """Make the validations (step 0, then every val_every) report the detection SER 10^(s/10) of
+    ``scores_db`` in turn; returns the list that receives the model's weights at each of them."""
+    scripted, real, snapshots = iter(scores_db), trainer_mod._validate_all, []
 
     def validate(model, runs):
         snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -86,6 +83,15 @@ def test_training_stops_on_a_plateau_and_keeps_the_best_weights(tmp_path, tiny_t
         return out
 
     monkeypatch.setattr(trainer_mod, "_validate_all", validate)
+    return snapshots
+
+
+def test_training_stops_on_a_plateau_and_keeps_the_best_weights(tmp_path, tiny_toml, monkeypatch):
+    """Validation scores scripted to improve until step 20 and then worsen: with patience 2 the run
+    stops after the validation at step 40, and the agent's weights are the ones the model had at
+    the validation of step 20 (snapshotted there, independently of how the harness keeps them).
+    The starting weights are validated first (step 0)."""
+    snapshots = _scripted_validations(monkeypatch, [-5.0, -10.0, -12.0, -11.0, -11.5, -13.0, -14.0])
     d = make_agent(tmp_path, tiny_toml, "dnn", steps=60, extra="patience = 2\nmin_delta = 0.01")
     result = train_agent(d, progress=False)
     assert result["stopped"] == "plateau" and result["steps"] == 40 and result["best_step"] == 20
@@ -153,16 +159,7 @@ def test_a_model_serving_a_range_of_k_is_validated_at_every_k(tmp_path, tiny_tom
 def test_the_starting_weights_are_kept_when_training_never_beats_them(tmp_path, tiny_toml, monkeypatch):
     """Scripted validations that improve, but never reach the start's: no plateau (patience counts
     trained validations), and the agent keeps its starting weights and says so (best_step 0)."""
-    scripted = iter([-20.0, -10.0, -11.0, -12.0])
-    real, snapshots = trainer_mod._validate_all, []
-
-    def validate(model, runs):
-        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-        out = real(model, runs)
-        out["detection"]["val_ser"] = 10 ** (next(scripted) / 10)
-        return out
-
-    monkeypatch.setattr(trainer_mod, "_validate_all", validate)
+    snapshots = _scripted_validations(monkeypatch, [-20.0, -10.0, -11.0, -12.0])
     d = make_agent(tmp_path, tiny_toml, "dnn", steps=30, extra="patience = 2")
     result = train_agent(d, progress=False)
     assert result["best_step"] == 0 and result["steps"] == 30 and result["stopped"] == "steps"
