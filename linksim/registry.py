@@ -74,13 +74,15 @@ class BlockSpec:
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """A registered agent architecture: ``cls(dims, **hparams)``, able to serve ``tasks``."""
+    """A registered agent architecture: ``cls(dims, **hparams)``, able to serve ``tasks``; an
+    agent that names no tasks serves ``default_tasks``."""
 
     name: str
     cls: type
     tasks: tuple[str, ...]
     doc: str
     tiny: dict = field(default_factory=dict)   # hparams of a small instance for generic tests
+    default_tasks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,13 +131,18 @@ def register_block(name: str, kind: str, serves: str | None = None):
     return deco
 
 
-def register_arch(name: str, tasks: tuple[str, ...] | list[str], tiny: dict | None = None):
+def register_arch(name: str, tasks: tuple[str, ...] | list[str], tiny: dict | None = None,
+                  default_tasks: tuple[str, ...] | None = None):
     """Class decorator: register an agent architecture under ``name`` for ``tasks``.
 
     Sets ``cls.arch`` and ``cls.tasks``. The class is built as ``cls(dims, **hparams)``; ``tiny``
-    are the hparams of a small, fast instance that the generic protocol tests build (default ``{}``).
+    are the hparams of a small, fast instance that the generic protocol tests build (default ``{}``);
+    ``default_tasks`` what an agent serves when its ``[agent]`` names no tasks (default ``tasks``).
     """
     tasks = tuple(tasks)
+    default_tasks = tuple(default_tasks or tasks)
+    if set(default_tasks) - set(tasks):
+        raise ValueError(f"{name}: default_tasks must be among its tasks")
     bad = [t for t in tasks if t not in TASKS or not TASKS[t].trainable]
     if not tasks or bad:
         raise ValueError(f"{name}: tasks must be a non-empty subset of the trainable tasks "
@@ -146,7 +153,7 @@ def register_arch(name: str, tasks: tuple[str, ...] | list[str], tiny: dict | No
     def deco(cls):
         cls.arch = name
         cls.tasks = tasks
-        ARCHS[name] = ArchSpec(name, cls, tasks, _first_line(cls), dict(tiny or {}))
+        ARCHS[name] = ArchSpec(name, cls, tasks, _first_line(cls), dict(tiny or {}), default_tasks)
         return cls
 
     return deco

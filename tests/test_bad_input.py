@@ -166,6 +166,15 @@ def _llm_agent(model="", train=""):
     return make
 
 
+def _sensenet_agent(model=""):
+    """An untrained small sensing agent (LOS) with extra ``[model]`` lines."""
+    def make(tmp_path, tiny_toml):
+        _file(tmp_path, "sn/agent.toml", f'[agent]\narch = "sensenet"\ntasks = ["los"]\nscenario = "{tiny_toml()}"\n'
+              f'[model]\n{model}\n'.encode())
+        return ["train", str(tmp_path / "sn")]
+    return make
+
+
 def _nine_users(tmp_path, tiny_toml):
     """The tiny scenario (8 antennas) with 9 detection users: valid, overloaded."""
     text = Path(tiny_toml()).read_text().replace("[detection]\nnum_users = 2", "[detection]\nnum_users = 9")
@@ -286,6 +295,12 @@ BAD_INPUTS = [
     pytest.param(_llm_agent(train='loss_weights = "learned"'),
                  ['train.loss_weights must map tasks to numbers or be "uncertainty", got \'learned\''],
                  id="llm-loss-weights-string"),
+    pytest.param(_llm_agent(model='inputs = ["csi", "lidar"]'),
+                 ["llm: unknown modality 'lidar' in model.inputs"], id="llm-unknown-input"),
+    pytest.param(_sensenet_agent('fusion = "sum"'),
+                 ["sensenet: model.fusion must be one of concat, gate, attention, got 'sum'"], id="sensenet-fusion"),
+    pytest.param(_sensenet_agent('tasks = ["beam"]'),
+                 ["'tasks' belongs in [agent], not [model]"], id="tasks-in-model"),
     pytest.param(_llm_agent(train='mixed_precision = "fp8"'),
                  ['train.mixed_precision must be "no", "bf16" or "fp16", got \'fp8\''], id="mixed-precision"),
     pytest.param(_llm_agent(train='data_device = "accelerator"\ndata_workers = 1'),

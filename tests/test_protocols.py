@@ -10,7 +10,8 @@ from linksim.agents import AgentBlock, Dims, build_model
 from linksim.agents.spec import TrainSpec
 from linksim.blocks.precoders import sum_rate
 from linksim.chains import chain_class
-from linksim.chains.sensing import SensingChain, call as sensing_call
+from linksim.chains.sensing import SensingChain, call as sensing_call, observation
+from linksim.channel.modalities import MODALITIES
 from linksim.registry import ARCHS, BLOCKS, REFERENCE, TASKS, kind_of, task_of
 from linksim.training.data import TaskData
 
@@ -131,28 +132,50 @@ def _tiny_dims(task):
 
 
 ARCH_TASKS = [(a, t) for a in sorted(ARCHS) for t in ARCHS[a].tasks]
+#: every modality in every sensing table, so a model reads whichever it is built for
+ALL_MODALITIES = ",".join(MODALITIES)
+
+
+def _arch_scenario(task):
+    return SC.replace(**{task: {"modalities": ALL_MODALITIES}}) if kind_of(task) in SENSING else SC
 
 
 def _pool(task):
     src = linksim.ChannelSource(SC.replace(channel={"model": "rayleigh"}), seed=5)
-    t = SC.prediction.history + SC.prediction.horizon if task == "prediction" else 1
+    cls = chain_class(task)
+    t = cls.num_time(SC) if issubclass(cls, SensingChain) else \
+        SC.prediction.history + SC.prediction.horizon if task == "prediction" else 1
     return src.sample(4, num_users=_tiny_dims(task).num_users, num_time=t, speed_kmh=60.0)
+
+
+def _arch_inputs(task):
+    """Block inputs of ``task`` (a sensing task: the observation of its first batch)."""
+    kind = kind_of(task)
+    if kind in SENSING:
+        sc = _arch_scenario(task).replace(**{task: {"num_samples": B}})
+        chain = chain_class(task)(sc)
+        batch = next(iter(chain.batches(chain.point())))
+        return (observation(batch),), batch["truth"]
+    return _inputs(kind), None
 
 
 @pytest.mark.parametrize("arch, task", ARCH_TASKS)
 def test_every_arch_saves_loads_and_serves_its_protocol(arch, task, tmp_path):
     torch.manual_seed(0)
-    model = build_model(arch, _tiny_dims(task), ARCHS[arch].tiny)
+    model = build_model(arch, _tiny_dims(task), ARCHS[arch].tiny, tasks=(task,))
     assert task in model.tasks and model.arch == arch
     model.save_weights(tmp_path)
     torch.manual_seed(1)
-    again = build_model(arch, _tiny_dims(task), ARCHS[arch].tiny)
+    again = build_model(arch, _tiny_dims(task), ARCHS[arch].tiny, tasks=(task,))
     again.load_weights(tmp_path)
     kind = kind_of(task)
-    inputs = _inputs(kind)
+    inputs, truth = _arch_inputs(task)
     a, b = AgentBlock(model, task, arch), AgentBlock(again, task, arch)
     out = _call(a, kind, inputs)
     assert torch.equal(out, _call(b, kind, inputs))
+    if truth is not None:
+        assert out.shape[:2] == truth.shape[:2] and out.dtype == torch.float32 and torch.isfinite(out).all()
+        return
     _check_output(kind, out, inputs, torch.complex64)
 
 
@@ -161,8 +184,9 @@ def test_every_arch_training_loss_falls(arch, task):
     """Fitting one fixed batch: the loss must fall (any trainable model can do this)."""
     torch.manual_seed(0)
     dims = _tiny_dims(task)
-    model = build_model(arch, dims, ARCHS[arch].tiny)
-    data = TaskData(task, _pool(task), dims, SC, TrainSpec(), seed=0, layout=model.layouts.get(task, ""))
+    model = build_model(arch, dims, ARCHS[arch].tiny, tasks=(task,))
+    data = TaskData(task, _pool(task), dims, _arch_scenario(task), TrainSpec(), seed=0,
+                    layout=model.layouts.get(task, ""))
     batch = data.batch(32, seed=1, stage="labels") | {"task": task}
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     losses = []

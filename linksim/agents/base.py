@@ -59,7 +59,14 @@ class AgentModel(torch.nn.Module):
     layouts: dict = {}
     users_range: tuple[int, int] | None = None
     fingerprint = ""
+    #: built with ``tasks=`` (the agent's ``[agent] tasks``): it makes parts for those tasks only
+    per_task = False
     dims: Dims
+
+    def reads(self, task: str) -> tuple[str, ...]:
+        """The modalities the model reads in ``task`` (a sensing task's table must list them;
+        empty: the task's fixed block inputs)."""
+        return ()
 
     def check_dims(self, task: str, wanted: Dims) -> list[str]:
         """What keeps this model from serving ``task`` at the sizes ``wanted`` (empty: nothing):
@@ -106,11 +113,17 @@ class AgentModel(torch.nn.Module):
         raise NotImplementedError
 
 
-def build_model(arch: str, dims: Dims, hparams: dict) -> AgentModel:
-    """``ARCHS[arch].cls(dims, **hparams)``; bad options are a one-line ``LinksimError``."""
-    cls = arch_spec(arch).cls
+def build_model(arch: str, dims: Dims, hparams: dict, tasks=None) -> AgentModel:
+    """``ARCHS[arch].cls(dims, **hparams)``; bad options are a one-line ``LinksimError``.
+    ``tasks``: the tasks the agent serves (default all of the arch's), handed to a ``per_task``
+    model so it builds only their parts."""
+    spec = arch_spec(arch)
+    cls = spec.cls
+    if "tasks" in hparams:
+        raise LinksimError(f"agent arch {arch!r}: 'tasks' belongs in [agent], not [model]")
+    extra = {"tasks": tuple(tasks or spec.default_tasks)} if cls.per_task else {}
     try:
-        model = cls(dims, **hparams)
+        model = cls(dims, **hparams, **extra)
     except TypeError as e:
         raise LinksimError(f"agent arch {arch!r}: bad [model] options ({e})") from None
     model.dims = dims

@@ -14,13 +14,27 @@ from .spec import AgentSpec, read_agent
 
 def agent_tasks(spec: AgentSpec) -> tuple[str, ...]:
     """The tasks the agent is trained for: ``agent.tasks``, default every task of its arch."""
-    serves = arch_spec(spec.arch).tasks
-    tasks = spec.tasks or serves
+    arch = arch_spec(spec.arch)
+    serves = arch.tasks
+    tasks = spec.tasks or arch.default_tasks
     bad = [t for t in tasks if t not in serves]
     if bad:
         raise LinksimError(f"{spec.path / 'agent.toml'}: agent.tasks: architecture {spec.arch!r} "
                            f"cannot serve {', '.join(bad)} (it serves {', '.join(serves)})")
     return tasks
+
+
+def check_modalities(model: AgentModel, task: str, scenario, name: str) -> None:
+    """Refuse, in one line, a scenario whose ``task`` table does not list a modality the model reads."""
+    needs = model.reads(task)
+    if not needs:
+        return
+    from ..chains import chain_class
+    have = chain_class(task).inputs(scenario)
+    missing = [m for m in needs if m not in have]
+    if missing:
+        raise LinksimError(f"agent:{name} reads modality {missing[0]}, which [{task}] modalities = "
+                           f"{','.join(have)!r} of {scenario.path} does not list")
 
 
 class AgentBlock(torch.nn.Module):
@@ -58,12 +72,29 @@ class AgentBlock(torch.nn.Module):
         diff = self.model.check_dims(self.task, Dims.from_scenario(scenario, self.task))
         if diff:
             raise LinksimError(f"agent:{self.name}: trained for other sizes: {', '.join(diff)}")
+        check_modalities(self.model, self.task, scenario, self.name)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The real dtype of the block's precision (what a sensing block returns)."""
+        return dtypes(self.precision)[0]
+
+    def _to(self, x, dev):
+        if torch.is_tensor(x):
+            return x.to(dev)
+        if isinstance(x, dict):          # a sensing block's modalities: cast to the model's float32
+            return {k: self._to(v.to(torch.complex64) if torch.is_tensor(v) and v.is_complex() else
+                                v.float() if torch.is_tensor(v) and v.is_floating_point() else v, dev)
+                    for k, v in x.items()}
+        return x
 
     @torch.no_grad()
     def forward(self, *inputs):
         dev = self.device
-        out = self.model.task_forward(self.task, *(x.to(dev) if torch.is_tensor(x) else x for x in inputs))
-        return out.to(self.cdtype) if out.is_complex() else out
+        out = self.model.task_forward(self.task, *(self._to(x, dev) for x in inputs))
+        if out.is_complex():
+            return out.to(self.cdtype)
+        return out.to(self.dtype) if out.is_floating_point() and isinstance(inputs[0], dict) else out
 
 
 def load_agent(path: str, kind: str, scenario, precision: str | None = None,
@@ -107,10 +138,11 @@ def load_agent(path: str, kind: str, scenario, precision: str | None = None,
         raise LinksimError(f"agent:{path}: not trained yet (no {spec.weights.name}); run `linksim train {path}`")
     trained = Dims(**spec.result["dims"])
     wanted = Dims.from_scenario(scenario, task)
-    model = build_model(spec.arch, trained, spec.model)
+    model = build_model(spec.arch, trained, spec.model, tasks)
     diff = model.check_dims(task, wanted)
     if diff:
         raise LinksimError(f"agent:{path}: trained for other sizes than {scenario.path}: {', '.join(diff)}")
+    check_modalities(model, task, scenario, path)
     recorded = spec.result.get("backbone", {}).get("fingerprint")
     if recorded and model.fingerprint and recorded != model.fingerprint:
         raise LinksimError(f"agent:{path}: backbone {spec.model.get('backbone', {}).get('source', 'smollm2')!r} "

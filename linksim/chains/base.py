@@ -17,7 +17,7 @@ on one batch and updates them. Every tensor and generator is created on the scen
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -61,11 +61,17 @@ class Dims:
     bits_per_symbol: int
     symbols_per_sample: int  # T
     sample_spacing_us: int = 500   # CSI sample spacing (the LLM's instruction states it)
+    num_beams: int = 0       # B, beams of the scenario's [beam] codebook (0: not recorded)
 
     @classmethod
     def from_scenario(cls, sc: Scenario, task: str) -> "Dims":
-        """The sizes of ``sc`` as task ``task`` sees them."""
-        return task_spec(task).cls.dims(sc)
+        """The sizes of ``sc`` as task ``task`` sees them (``num_beams``: whatever the task, so a
+        multi-task agent built from its first task's sizes can still score beams)."""
+        dims = task_spec(task).cls.dims(sc)
+        beam = getattr(sc, "beam", None)
+        if beam is None:
+            return dims
+        return replace(dims, num_beams=beam.oversampling ** 2 * sc.channel.bs_rows * sc.channel.bs_cols)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -289,6 +295,13 @@ class Chain:
         """Training samples cut from a channel pool ``[N, T, K, M, F]`` (``layout``: how the
         architecture wants them, :attr:`linksim.agents.AgentModel.layouts`)."""
         raise LinksimError(f"task {self.task!r} is not trainable")
+
+    def fresh_samples(self, source, drops: int, speed_kmh, num_users: int, num_time: int, layout: str,
+                      seed: int):
+        """Training samples cut from ``drops`` new drops of ``source`` drawn from ``seed`` (fresh
+        data, :class:`linksim.training.data.FreshData`): :meth:`train_samples` of those channels."""
+        h = source.sample(drops, speed_kmh=speed_kmh, num_users=num_users, num_time=num_time, seed=seed)
+        return self.train_samples(h.to(torch.complex64).cpu(), layout, seed)
 
     def train_batch(self, samples: torch.Tensor, size: int, gen: torch.Generator, train, stage: str,
                     users: tuple[int, int] | None = None) -> dict:

@@ -68,6 +68,7 @@ class BeamChain(SensingChain):
 
     section = "beam"
     references = ("last_beam",)
+    must_match = ("num_bs_antennas", "num_subcarriers", "num_beams")
     val_metric = "gain_loss_db"
     prompt = (
         "[beam selection]",

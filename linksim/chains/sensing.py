@@ -173,6 +173,13 @@ class SensingChain(Chain):
         return DropSet(torch.cat([p[0] for p in parts]),
                        {key: torch.cat([p[1][key] for p in parts]) for key in parts[0][1]})
 
+    def fresh_samples(self, source, drops, speed_kmh, num_users, num_time, layout, seed):
+        """``drops`` new labelled drops, drawn once with their side information (a pool's
+        channels would be drawn again by :meth:`train_samples`)."""
+        h, info = source.sample_with_info(drops, speed_kmh=speed_kmh, num_users=num_users, num_time=num_time,
+                                          seed=seed, los=self.los_rule(self.scenario))
+        return DropSet(h.to(torch.complex64).cpu(), {k: v.cpu() for k, v in info.items()})
+
     def _on_device(self, drops: DropSet) -> DropSet:
         return DropSet(drops.h.to(self.device), {k: v.to(self.device) for k, v in drops.info.items()})
 

@@ -87,9 +87,8 @@ class FreshData(TaskData):
         from ..config import derive_seed
         drop_seed = derive_seed(seed, "drops") if drop_seed is None else drop_seed
         if self._last[0] != drop_seed:
-            h = self.source.sample(self.drops, speed_kmh=self.speed, num_users=self.num_users,
-                                   num_time=self.num_time, seed=drop_seed)
-            self._last = (drop_seed, self.chain.train_samples(h.to(torch.complex64).cpu(), self.layout, drop_seed))
+            self._last = (drop_seed, self.chain.fresh_samples(self.source, self.drops, self.speed, self.num_users,
+                                                              self.num_time, self.layout, drop_seed))
         return self.chain.train_batch(self._last[1], size, generator(seed), self.train, stage, self.users)
 
 

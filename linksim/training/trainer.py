@@ -187,7 +187,7 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     _fit_accelerator_state(tr.mixed_precision)
     acc = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp], mixed_precision=tr.mixed_precision)
     torch.manual_seed(derive_seed(spec.seed, "init"))
-    model = build_model(spec.arch, dims, spec.model).train()   # (a frozen backbone may load in eval mode)
+    model = build_model(spec.arch, dims, spec.model, tasks).train()   # (a frozen backbone may load in eval mode)
     weights = UncertaintyWeights({t: chain_class(t).loss_weight for t in tasks}) \
         if tr.loss_weights == UNCERTAINTY and not single else None
     params = [p for p in model.parameters() if p.requires_grad] + list(weights.parameters() if weights else [])

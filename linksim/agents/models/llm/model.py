@@ -22,6 +22,7 @@ from torch import nn
 from ....errors import LinksimError
 from ....registry import register_arch
 from ...base import AgentModel, Dims
+from .._modalities import check_inputs
 from .heads import HEADS
 from .mechanisms import LayerTaps, SoftPrefix, check_prompt, check_taps
 from .options import BackboneOptions, LoraOptions
@@ -49,7 +50,11 @@ def _load_backbone(opts: BackboneOptions):
 # the generic protocol tests fit one batch from scratch on Clarke channels, where ar is already
 # the best linear predictor: their tiny instance starts CP from outdated CSI (the ar start is
 # tested in tests/test_llm_agent.py)
-@register_arch("llm", tasks=("prediction", "precoding", "detection"),
+#: the tasks an agent built without ``tasks`` serves (Zheng & Dai's three)
+PAPER_TASKS = ("prediction", "precoding", "detection")
+
+
+@register_arch("llm", tasks=PAPER_TASKS + ("los", "beam", "pathloss", "position"), default_tasks=PAPER_TASKS,
                tiny={"backbone": {"source": "tiny", "layers": 2}, "users": [1, 4],
                      "heads": {"prediction": {"base": "outdated"}}})
 class LLMAgent(AgentModel):
@@ -89,12 +94,18 @@ class LLMAgent(AgentModel):
         head reads as a learned per-task softmax-weighted sum :math:`\sum_\ell \alpha^{\tau}_\ell
         \operatorname{norm}(\mathbf{H}_\ell)` (MMSense's task-specific multi-layer attention,
         :class:`.mechanisms.LayerTaps`); default none: the last hidden state only
+    :param tasks: the tasks served, one head each (the agent's ``[agent] tasks``, set by
+        :func:`~linksim.agents.build_model`; default prediction, precoding, detection)
+    :param inputs: the modalities the sensing heads read (default ``["csi"]``;
+        :mod:`.sensing_heads`)
+    :param fusion: how a sensing head fuses them: ``"concat"`` (default), ``"gate"`` (MMSense's
+        modality gate) or ``"attention"`` (cross-modal attention)
     :param users: ``[K_min, K_max]`` served in precoding (default ``[3, 8]``)
     :param cp_loss: ``"nmse"`` (default: per-user NMSE, linear) or ``"log_nmse"``
     :param heads: per-task head options, e.g. ``{prediction = {hidden = 256}}``
 
-    :input task: ``"prediction"`` | ``"precoding"`` | ``"detection"``, then that task's block inputs
-        (see :mod:`linksim.agents.base`).
+    :input task: ``"prediction"`` | ``"precoding"`` | ``"detection"`` | a sensing task, then that
+        task's block inputs (see :mod:`linksim.agents.base` and :mod:`linksim.chains.sensing`).
     :output: that task's block output.
 
     .. rubric:: Examples
@@ -112,12 +123,15 @@ class LLMAgent(AgentModel):
     """
 
     layouts = {"prediction": "user"}
+    per_task = True
 
     def __init__(self, dims: Dims, backbone: dict | None = None, lora: dict | None = None,
                  prompt: str = "text", users=(3, 8), cp_loss: str = "nmse", heads: dict | None = None,
-                 prompt_tokens: int = 8, layers_tapped: list | None = None):
+                 prompt_tokens: int = 8, layers_tapped: list | None = None, tasks=None,
+                 inputs=("csi",), fusion: str = "concat"):
         super().__init__()
         self.dims = dims
+        self.served = tuple(tasks or PAPER_TASKS)
         self.backbone_config = BackboneOptions.from_table(backbone)
         self.lora_config = LoraOptions.from_table(lora)
         check_prompt(prompt, prompt_tokens)
@@ -148,14 +162,17 @@ class LLMAgent(AgentModel):
                 self.quant_report = quantize_lora_model(bb.model, quant, self.backbone_config.loftq_iters,
                                                         adapter=ADAPTER_NAME)
         # optional mechanisms (None at their defaults: no parameters, the agent's files unchanged)
-        self.soft_prompt = SoftPrefix(HEADS, prompt_tokens, bb) if bb is not None and "learned" in prompt else None
-        self.layer_taps = LayerTaps(HEADS, taps, bb.num_layers) if taps else None
+        self.soft_prompt = SoftPrefix(self.served, prompt_tokens, bb) if bb is not None and "learned" in prompt else None
+        self.layer_taps = LayerTaps(self.served, taps, bb.num_layers) if taps else None
         heads = dict(heads or {})
         bad = sorted(set(heads) - set(HEADS))
         if bad:
             raise LinksimError(f"llm: unknown table 'model.heads.{bad[0]}' (known: {', '.join(HEADS)})")
+        sensing = {"inputs": check_inputs(inputs, fusion, "llm"), "fusion": fusion}
         try:
-            self.heads = nn.ModuleDict({t: cls(dims, width, **heads.get(t, {})) for t, cls in HEADS.items()})
+            self.heads = nn.ModuleDict({t: HEADS[t](dims, width, **(
+                sensing if getattr(HEADS[t], "reads_modalities", False) else {}) | heads.get(t, {}))
+                for t in self.served})
         except TypeError as e:
             raise LinksimError(f"llm: bad model.heads options ({e})") from None
 
@@ -243,9 +260,12 @@ class LLMAgent(AgentModel):
 
     # ------------------------------------------------------------------------------ tasks
     def task_forward(self, task: str, *inputs):
-        if task not in self.tasks:
-            raise LinksimError(f"llm: serves {', '.join(self.tasks)}, not {task}")
+        if task not in self.heads:
+            raise LinksimError(f"llm: serves {', '.join(self.heads)}, not {task}")
         return self.heads[task].run(self, *inputs)
+
+    def reads(self, task: str) -> tuple[str, ...]:
+        return getattr(self.heads[task], "inputs", ()) if task in self.heads else ()
 
     def forward(self, task: str, *inputs):
         return self.task_forward(task, *inputs)
@@ -324,7 +344,10 @@ class LLMAgent(AgentModel):
         from safetensors.torch import load_file
 
         from ...spec import WEIGHTS
-        heads = load_file(str(folder / WEIGHTS))
+        # agents saved before heads were built per task hold every paper task's head: those of
+        # tasks this agent does not serve are left out
+        heads = {k: v for k, v in load_file(str(folder / WEIGHTS)).items()
+                 if not (k.startswith("heads.") and k.split(".")[1] not in self.heads)}
         mine = self.head_state()
         if set(heads) != set(mine):
             extra = sorted(set(heads) ^ set(mine))[0]
