@@ -299,6 +299,12 @@ BAD_INPUTS = [
                  ["llm: unknown modality 'lidar' in model.inputs"], id="llm-unknown-input"),
     pytest.param(_sensenet_agent('fusion = "sum"'),
                  ["sensenet: model.fusion must be one of concat, gate, attention, got 'sum'"], id="sensenet-fusion"),
+    pytest.param(_sensenet_agent('encoders = "contrastive"'),
+                 ['model.encoders = "contrastive" pairs the CSI with another modality: model.inputs must hold '
+                  'csi or csi_history and one more'], id="contrastive-one-modality"),
+    pytest.param(_sensenet_agent('encoders = "contrastive"\ninputs = ["csi", "gnss"]'),
+                 ['model.encoders = "contrastive" pre-trains the encoders in the first stage: set '
+                  'train.label_steps > 0'], id="contrastive-no-first-stage"),
     pytest.param(_sensenet_agent('tasks = ["beam"]'),
                  ["'tasks' belongs in [agent], not [model]"], id="tasks-in-model"),
     pytest.param(_llm_agent(train='mixed_precision = "fp8"'),

@@ -127,3 +127,28 @@ def test_an_agent_reading_a_modality_the_table_lacks_is_refused(los_agent, tmp_p
     code = main(["sweep", str(bare), "--task", "los", "--blocks", f"agent:{d}", "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "reads modality gnss" in err[0] and "[los] modalities = 'csi'" in err[0]
+
+
+def test_contrastive_pretraining_pairs_a_users_modalities_then_freezes_them():
+    """InfoNCE between CSI and GNSS of the same users falls well below chance (log N); afterwards
+    the encoders take no gradient and the adapters (identity at the start) do."""
+    from linksim.channel.modalities import observed_drops
+    from conftest import tiny
+    obs, _ = observed_drops(tiny(), 16, seed=3, num_users=4, history=1, snr_db=20.0, gnss_std_m=1.0)
+    torch.manual_seed(0)
+    m, f = obs["csi"].shape[-2:]
+    enc = ModalityEncoder(("csi", "gnss"), m, f, width=32, hidden=64, encoders="contrastive").train()
+    opt = torch.optim.Adam(enc.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        loss = enc.contrastive_loss(obs)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    n = 16 * 4
+    assert abs(first - math.log(n)) < 1.0 and loss.item() < 0.5 * math.log(n), (first, loss.item())
+    opt.zero_grad()
+    enc(obs).square().sum().backward()
+    assert all(p.grad is None or not p.grad.any() for p in enc.mlps.parameters())
+    assert all(p.grad is not None and p.grad.any() for p in enc.adapters.parameters())

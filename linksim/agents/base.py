@@ -61,6 +61,8 @@ class AgentModel(torch.nn.Module):
     fingerprint = ""
     #: built with ``tasks=`` (the agent's ``[agent] tasks``): it makes parts for those tasks only
     per_task = False
+    #: pre-trains part of itself in the first training stage (``train.label_steps`` must be > 0)
+    pretrains = False
     dims: Dims
 
     def reads(self, task: str) -> tuple[str, ...]:

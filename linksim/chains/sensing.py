@@ -184,11 +184,12 @@ class SensingChain(Chain):
         return DropSet(drops.h.to(self.device), {k: v.to(self.device) for k, v in drops.info.items()})
 
     def train_batch(self, samples, size, gen, train, stage, users=None):
-        """``size`` drops drawn with ``gen``; their noise and GNSS errors drawn with ``gen`` too."""
+        """``size`` drops drawn with ``gen``; their noise and GNSS errors drawn with ``gen`` too
+        (``stage`` is passed on: a model may pre-train its encoders in the first)."""
         idx = torch.randint(0, len(samples), (size,), generator=gen)
         d = self._on_device(samples[idx])
         return self.make_batch(d.h, d.info, self.scenario, generator(int(torch.randint(
-            0, 2**62, (1,), generator=gen)), self.device))
+            0, 2**62, (1,), generator=gen)), self.device)) | {"stage": stage}
 
     def val_batches(self, pool, samples, size, seed, train, max_batches):
         """The labelled drops in order, ``run.batch_size`` per batch, noise from a fixed seed."""

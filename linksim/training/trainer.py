@@ -188,6 +188,9 @@ def train_agent(path: str | Path, steps: int | None = None, resume: bool = True,
     acc = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp], mixed_precision=tr.mixed_precision)
     torch.manual_seed(derive_seed(spec.seed, "init"))
     model = build_model(spec.arch, dims, spec.model, tasks).train()   # (a frozen backbone may load in eval mode)
+    if model.pretrains and tr.label_steps == 0:
+        raise LinksimError(f"{spec.path / 'agent.toml'}: model.encoders = \"contrastive\" pre-trains the encoders in "
+                           "the first stage: set train.label_steps > 0")
     weights = UncertaintyWeights({t: chain_class(t).loss_weight for t in tasks}) \
         if tr.loss_weights == UNCERTAINTY and not single else None
     params = [p for p in model.parameters() if p.requires_grad] + list(weights.parameters() if weights else [])

@@ -22,6 +22,18 @@ batch) and mapped by an MLP to an embedding of ``width``; ``fusion`` combines th
   the last call are kept in :attr:`ModalityEncoder.last_gate`, so a user sees which modality it trusts);
 - ``"attention"``: cross-modal attention, one Transformer encoder layer over the user's modality
   tokens (each with a learned type embedding), then their mean.
+
+``encoders = "contrastive"`` (AI2MMUM's frozen radio encoders): in the first training stage the
+modality MLPs are fitted by a symmetric InfoNCE loss (CLIP's) that pairs each user's CSI embedding
+with its embeddings of every other modality it reads, against the other users of the batch,
+
+.. math::
+    \mathcal{L} = \tfrac12\big(\operatorname{CE}(S, I) + \operatorname{CE}(S^T, I)\big), \quad
+    S_{ij} = \hat{\mathbf{e}}^{\mathrm{csi}}_i \cdot \hat{\mathbf{e}}^{m}_j / \tau, \ \tau = 0.1
+
+(unit-norm embeddings); afterwards they are frozen and a linear adapter per modality (starting
+as the identity) maps each embedding before the fusion. ``"trained"`` (default): the MLPs are
+trained with the task, end to end.
 """
 from __future__ import annotations
 
@@ -30,9 +42,12 @@ from torch import nn
 
 from ...errors import LinksimError
 
-__all__ = ["FEATURES", "FUSIONS", "ModalityEncoder", "Standardize", "check_inputs", "feature_size", "features"]
+__all__ = ["ENCODERS", "FEATURES", "FUSIONS", "ModalityEncoder", "Standardize", "check_inputs", "feature_size", "features"]
 
 FUSIONS = ("concat", "gate", "attention")
+ENCODERS = ("trained", "contrastive")
+#: InfoNCE temperature of the contrastive pre-training
+TEMPERATURE = 0.1
 
 
 def _covariance(csi: torch.Tensor) -> torch.Tensor:
@@ -139,8 +154,8 @@ class Standardize(nn.Module):
         return y * self.std + self.mean
 
 
-def check_inputs(inputs, fusion: str, where: str) -> tuple[str, ...]:
-    """``inputs`` (modality names) and ``fusion`` checked in one line each."""
+def check_inputs(inputs, fusion: str, where: str, encoders: str = "trained") -> tuple[str, ...]:
+    """``inputs`` (modality names), ``fusion`` and ``encoders`` checked in one line each."""
     from ...channel.modalities import MODALITIES
 
     if isinstance(inputs, str):
@@ -152,7 +167,17 @@ def check_inputs(inputs, fusion: str, where: str) -> tuple[str, ...]:
         raise LinksimError(f"{where}: unknown modality {bad[0]!r} in model.inputs (known: {', '.join(MODALITIES)})")
     if fusion not in FUSIONS:
         raise LinksimError(f"{where}: model.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+    if encoders not in ENCODERS:
+        raise LinksimError(f"{where}: model.encoders must be one of {', '.join(ENCODERS)}, got {encoders!r}")
+    if encoders == "contrastive" and (len(inputs) < 2 or _anchor(inputs) is None):
+        raise LinksimError(f"{where}: model.encoders = \"contrastive\" pairs the CSI with another modality: "
+                           f"model.inputs must hold csi or csi_history and one more, got {list(inputs)}")
     return tuple(inputs)
+
+
+def _anchor(inputs) -> str | None:
+    """The CSI modality the contrastive loss pairs the others with."""
+    return next((m for m in inputs if m in ("csi", "csi_history")), None)
 
 
 class ModalityEncoder(nn.Module):
@@ -164,6 +189,8 @@ class ModalityEncoder(nn.Module):
     :param width: embedding width
     :param hidden: width of each modality's MLP
     :param fusion: ``"concat"`` | ``"gate"`` | ``"attention"``
+    :param encoders: ``"trained"`` | ``"contrastive"`` (pre-trained by :meth:`contrastive_loss`,
+        then frozen behind linear adapters)
 
     :input obs: dict, modality name -> tensor (at least ``inputs``).
     :output z: [b, K, width] real.
@@ -181,13 +208,18 @@ class ModalityEncoder(nn.Module):
     """
 
     def __init__(self, inputs, num_antennas: int, num_subcarriers: int, width: int, hidden: int = 256,
-                 fusion: str = "concat"):
+                 fusion: str = "concat", encoders: str = "trained"):
         super().__init__()
-        self.inputs, self.fusion = tuple(inputs), fusion
+        self.inputs, self.fusion, self.encoders = tuple(inputs), fusion, encoders
         self.norms = nn.ModuleDict({m: Standardize(feature_size(m, num_antennas, num_subcarriers)) for m in self.inputs})
         self.mlps = nn.ModuleDict({m: nn.Sequential(
             nn.Linear(feature_size(m, num_antennas, num_subcarriers), hidden), nn.GELU(), nn.Linear(hidden, width))
             for m in self.inputs})
+        if encoders == "contrastive":
+            self.adapters = nn.ModuleDict({m: nn.Linear(width, width) for m in self.inputs})
+            for a in self.adapters.values():
+                nn.init.eye_(a.weight)
+                nn.init.zeros_(a.bias)
         n = len(self.inputs)
         self.last_gate: torch.Tensor | None = None
         if fusion == "concat":
@@ -208,8 +240,26 @@ class ModalityEncoder(nn.Module):
                                f"{', '.join(k for k in obs if k in FEATURES)})")
         return torch.stack([self.mlps[m](self.norms[m](features(m, obs[m]))) for m in self.inputs], -2)
 
+    def contrastive_loss(self, obs: dict) -> torch.Tensor:
+        """The symmetric InfoNCE loss of the pre-training stage (module docstring); the users of
+        the batch are each other's negatives."""
+        e = nn.functional.normalize(self.embed(obs).flatten(0, 1), dim=-1)        # [b K, n, width]
+        a = self.inputs.index(_anchor(self.inputs))
+        target = torch.arange(e.shape[0], device=e.device)
+        losses = []
+        for j in range(len(self.inputs)):
+            if j != a:
+                s = e[:, a] @ e[:, j].T / TEMPERATURE
+                losses.append(0.5 * (nn.functional.cross_entropy(s, target) + nn.functional.cross_entropy(s.T, target)))
+        return torch.stack(losses).mean()
+
     def forward(self, obs: dict) -> torch.Tensor:
-        e = self.embed(obs)
+        if self.encoders == "contrastive":             # frozen encoders, trained adapters
+            with torch.no_grad():
+                raw = self.embed(obs)
+            e = torch.stack([self.adapters[m](raw[..., i, :]) for i, m in enumerate(self.inputs)], -2)
+        else:
+            e = self.embed(obs)
         if self.fusion == "concat":
             return self.mix(e.flatten(-2))
         if self.fusion == "gate":

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from ...errors import LinksimError
 from ._modalities import Standardize
 
-__all__ = ["SENSING_TASKS", "SensingDecoder", "observation"]
+__all__ = ["SENSING_TASKS", "SensingDecoder", "observation", "sensing_loss"]
 
 #: task -> (output size from the dims, regression?)
 SENSING_TASKS = {
@@ -39,6 +39,16 @@ def observation(batch: dict) -> dict:
     lists (``batch["inputs"]``) and the system information, as a block is handed them."""
     from ...chains.sensing import observation as block_view
     return block_view(batch)
+
+
+def sensing_loss(encoder, decoder: "SensingDecoder", body, batch: dict) -> torch.Tensor:
+    """The training loss of a sensing batch: the encoders' contrastive pre-training in the first
+    stage (``encoders = "contrastive"``, :class:`~._modalities.ModalityEncoder`), else the task's
+    loss of ``decoder`` on ``body(encoder(obs))``."""
+    obs = observation(batch)
+    if encoder.encoders == "contrastive" and batch.get("stage") == "labels":
+        return encoder.contrastive_loss(obs)
+    return decoder.loss(body(encoder(obs)), batch["truth"])
 
 
 class SensingDecoder(nn.Module):

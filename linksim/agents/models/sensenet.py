@@ -15,7 +15,7 @@ from ...errors import LinksimError
 from ...registry import register_arch
 from ..base import AgentModel, Dims
 from ._modalities import ModalityEncoder, check_inputs
-from ._sensing import SensingDecoder, observation
+from ._sensing import SensingDecoder, sensing_loss
 
 __all__ = ["SenseNet"]
 
@@ -49,6 +49,8 @@ class SenseNet(AgentModel):
     :param width: embedding width (default 128)
     :param hidden: MLP hidden width (default 256)
     :param blocks: residual blocks after the fusion (default 2)
+    :param encoders: ``"trained"`` (default) or ``"contrastive"`` (pre-trained in the first stage,
+        ``train.label_steps``, then frozen behind adapters: :mod:`._modalities`)
 
     :input obs: dict, modality name -> tensor (a sensing block's input, :mod:`linksim.chains.sensing`).
     :output: the task's block output (``los`` [b,K], ``beam`` [b,K,B], ``pathloss`` [b,K],
@@ -69,17 +71,19 @@ class SenseNet(AgentModel):
     per_task = True
 
     def __init__(self, dims: Dims, tasks=None, inputs=("csi",), fusion: str = "concat", width: int = 128,
-                 hidden: int = 256, blocks: int = 2):
+                 hidden: int = 256, blocks: int = 2, encoders: str = "trained"):
         super().__init__()
         self.dims = dims
         self.served = tuple(tasks or TASKS)
-        self.inputs = check_inputs(inputs, fusion, "sensenet")
+        self.inputs = check_inputs(inputs, fusion, "sensenet", encoders)
+        self.pretrains = encoders == "contrastive"
         for key, v in (("width", width), ("hidden", hidden)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise LinksimError(f"sensenet: model.{key} must be an integer >= 1, got {v!r}")
         if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
             raise LinksimError(f"sensenet: model.blocks must be an integer >= 0, got {blocks!r}")
-        self.encoder = ModalityEncoder(self.inputs, dims.num_bs_antennas, dims.num_subcarriers, width, hidden, fusion)
+        self.encoder = ModalityEncoder(self.inputs, dims.num_bs_antennas, dims.num_subcarriers, width, hidden,
+                                       fusion, encoders)
         self.body = nn.Sequential(*[_Residual(width, hidden) for _ in range(blocks)])
         self.decoders = nn.ModuleDict({t: SensingDecoder(t, dims, width, hidden) for t in self.served})
 
@@ -95,5 +99,4 @@ class SenseNet(AgentModel):
         return self.decoders[task].output(self.embed(obs))
 
     def training_loss(self, batch: dict) -> torch.Tensor:
-        task = batch["task"]
-        return self.decoders[task].loss(self.embed(observation(batch)), batch["truth"])
+        return sensing_loss(self.encoder, self.decoders[batch["task"]], self.body, batch)

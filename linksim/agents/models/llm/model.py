@@ -100,6 +100,8 @@ class LLMAgent(AgentModel):
         :mod:`.sensing_heads`)
     :param fusion: how a sensing head fuses them: ``"concat"`` (default), ``"gate"`` (MMSense's
         modality gate) or ``"attention"`` (cross-modal attention)
+    :param encoders: the sensing heads' modality encoders: ``"trained"`` (default) or
+        ``"contrastive"`` (AI2MMUM's frozen radio encoders, pre-trained in the first stage)
     :param users: ``[K_min, K_max]`` served in precoding (default ``[3, 8]``)
     :param cp_loss: ``"nmse"`` (default: per-user NMSE, linear) or ``"log_nmse"``
     :param heads: per-task head options, e.g. ``{prediction = {hidden = 256}}``
@@ -128,7 +130,7 @@ class LLMAgent(AgentModel):
     def __init__(self, dims: Dims, backbone: dict | None = None, lora: dict | None = None,
                  prompt: str = "text", users=(3, 8), cp_loss: str = "nmse", heads: dict | None = None,
                  prompt_tokens: int = 8, layers_tapped: list | None = None, tasks=None,
-                 inputs=("csi",), fusion: str = "concat"):
+                 inputs=("csi",), fusion: str = "concat", encoders: str = "trained"):
         super().__init__()
         self.dims = dims
         self.served = tuple(tasks or PAPER_TASKS)
@@ -168,13 +170,15 @@ class LLMAgent(AgentModel):
         bad = sorted(set(heads) - set(HEADS))
         if bad:
             raise LinksimError(f"llm: unknown table 'model.heads.{bad[0]}' (known: {', '.join(HEADS)})")
-        sensing = {"inputs": check_inputs(inputs, fusion, "llm"), "fusion": fusion}
+        sensing = {"inputs": check_inputs(inputs, fusion, "llm", encoders), "fusion": fusion, "encoders": encoders}
         try:
             self.heads = nn.ModuleDict({t: HEADS[t](dims, width, **(
                 sensing if getattr(HEADS[t], "reads_modalities", False) else {}) | heads.get(t, {}))
                 for t in self.served})
         except TypeError as e:
             raise LinksimError(f"llm: bad model.heads options ({e})") from None
+        self.pretrains = any(getattr(getattr(h, "encoder", None), "encoders", "") == "contrastive"
+                             for h in self.heads.values())
 
     # ------------------------------------------------------------------------------ backbone
     @property

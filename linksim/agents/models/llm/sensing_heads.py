@@ -10,7 +10,7 @@ Data flow of one sensing task::
 
 The encoders and fusions (``concat``, MMSense's ``gate``, cross-modal ``attention``) are those of
 :mod:`.._modalities`, the decoders and losses those of :mod:`.._sensing`; the agent's
-``[model] inputs`` and ``fusion`` set every sensing head's (a head's own table overrides them,
+``[model] inputs``, ``fusion`` and ``encoders`` set every sensing head's (a head's own table overrides them,
 e.g. ``[model.heads.position] inputs = ["csi", "gnss"]``).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from torch import nn
 
 from .._modalities import ModalityEncoder, check_inputs
-from .._sensing import SENSING_TASKS, SensingDecoder, observation
+from .._sensing import SENSING_TASKS, SensingDecoder, sensing_loss
 from .heads import register_head
 
 __all__ = ["SensingHead"]
@@ -32,6 +32,8 @@ class SensingHead(nn.Module):
     :param inputs: modalities read (default ``["csi"]``)
     :param fusion: ``"concat"`` | ``"gate"`` | ``"attention"``
     :param hidden: hidden width of the encoders and the decoder (default 256)
+    :param encoders: ``"trained"`` (default) or ``"contrastive"`` (AI2MMUM's frozen radio
+        encoders: pre-trained in the first stage, then frozen behind linear adapters)
 
     :input obs: dict, modality name -> tensor (a sensing block's input).
     :output: the task's block output (:mod:`.._sensing`).
@@ -40,10 +42,12 @@ class SensingHead(nn.Module):
     must_match = ("num_bs_antennas", "num_subcarriers")
     reads_modalities = True
 
-    def __init__(self, dims, width: int, inputs=("csi",), fusion: str = "concat", hidden: int = 256):
+    def __init__(self, dims, width: int, inputs=("csi",), fusion: str = "concat", hidden: int = 256,
+                 encoders: str = "trained"):
         super().__init__()
-        self.inputs = check_inputs(inputs, fusion, f"llm head {self.task}")
-        self.encoder = ModalityEncoder(self.inputs, dims.num_bs_antennas, dims.num_subcarriers, width, hidden, fusion)
+        self.inputs = check_inputs(inputs, fusion, f"llm head {self.task}", encoders)
+        self.encoder = ModalityEncoder(self.inputs, dims.num_bs_antennas, dims.num_subcarriers, width, hidden,
+                                       fusion, encoders)
         self.decoder = SensingDecoder(self.task, dims, width, hidden)
 
     def hidden(self, agent, obs: dict):
@@ -53,7 +57,7 @@ class SensingHead(nn.Module):
         return self.decoder.output(self.hidden(agent, obs))
 
     def loss(self, agent, batch: dict):
-        return self.decoder.loss(self.hidden(agent, observation(batch)), batch["truth"])
+        return sensing_loss(self.encoder, self.decoder, lambda z: agent.run_llm(self.task, z), batch)
 
 
 # one head class per task, each registered under its task's name
