@@ -152,3 +152,31 @@ def test_contrastive_pretraining_pairs_a_users_modalities_then_freezes_them():
     enc(obs).square().sum().backward()
     assert all(p.grad is None or not p.grad.any() for p in enc.mlps.parameters())
     assert all(p.grad is not None and p.grad.any() for p in enc.adapters.parameters())
+
+
+def test_a_zeroed_modality_reaches_blocks_as_zeros_and_enters_the_hash_only_when_set():
+    from conftest import tiny
+    from linksim.chains import chain_class
+    sc = tiny(position={"num_samples": 4, "modalities": "csi,gnss,rsrp"})
+    assert sc.replace(position={"zeroed": ""}).hash == sc.hash
+    z = sc.replace(position={"zeroed": "gnss"})
+    assert z.hash != sc.hash
+
+    def first(s):
+        chain = chain_class("position")(s)
+        return next(iter(chain.batches(chain.point())))
+    a, b = first(sc), first(z)
+    assert a["gnss"].abs().min() > 0 and not b["gnss"].any()
+    assert torch.equal(a["csi"], b["csi"]) and torch.equal(a["rsrp"], b["rsrp"])
+
+
+def test_training_logs_the_modality_gate_weights_at_each_validation(los_agent):
+    _, _, d = los_agent
+    rows = list(csv.DictReader(open(d / "train_log.csv")))
+    gates = {}
+    for r in rows:
+        if r["metric"] in ("val_gate_csi", "val_gate_gnss"):
+            gates.setdefault(r["step"], {})[r["metric"]] = float(r["value"])
+    assert set(gates) == {"0", "10", "20"}
+    for g in gates.values():
+        assert len(g) == 2 and abs(sum(g.values()) - 1) < 1e-5 and all(0 < v < 1 for v in g.values())

@@ -65,6 +65,11 @@ class AgentModel(torch.nn.Module):
     pretrains = False
     dims: Dims
 
+    def diagnostics(self, task: str) -> dict[str, float]:
+        """What the model measured of itself on ``task`` since the last call (logged beside the
+        validation metrics as ``val_<name>``, e.g. a modality gate's mean weights), then reset."""
+        return {}
+
     def reads(self, task: str) -> tuple[str, ...]:
         """The modalities the model reads in ``task`` (a sensing task's table must list them;
         empty: the task's fixed block inputs)."""

@@ -12,7 +12,7 @@ from ..channel.modalities import beam_power, dft_codebook
 from ..metrics import ErrorRate, Mean
 from ..registry import register_task
 from ..scenario import register_section, setting
-from .sensing import SensingChain, call, gnss_setting, los_setting, modalities_setting, snr_setting
+from .sensing import SensingChain, call, gnss_setting, los_setting, modalities_setting, snr_setting, zeroed_setting
 
 
 @register_section("beam")
@@ -27,6 +27,7 @@ class Beam:
     snr_db: float = snr_setting()
     gnss_std_m: float = gnss_setting()
     modalities: str = modalities_setting("csi_history")
+    zeroed: str = zeroed_setting()
     los: str = los_setting()
     num_samples: int = setting(256, lambda v: v > 0, "must be > 0")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ..metrics import F1, ErrorRate
 from ..registry import register_task
 from ..scenario import register_section, setting
-from .sensing import SensingChain, call, gnss_setting, modalities_setting, snr_setting
+from .sensing import SensingChain, call, gnss_setting, modalities_setting, snr_setting, zeroed_setting
 
 
 @register_section("los")
@@ -22,6 +22,7 @@ class Los:
     snr_db: float = snr_setting()
     gnss_std_m: float = gnss_setting()
     modalities: str = modalities_setting("csi")
+    zeroed: str = zeroed_setting()
     num_samples: int = setting(256, lambda v: v > 0, "must be > 0")
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..metrics import Mean, Quantile
 from ..registry import register_task
 from ..scenario import register_section, setting
-from .sensing import SensingChain, call, gnss_setting, los_setting, modalities_setting, snr_setting
+from .sensing import SensingChain, call, gnss_setting, los_setting, modalities_setting, snr_setting, zeroed_setting
 
 
 @register_section("position")
@@ -20,6 +20,7 @@ class Position:
     snr_db: float = snr_setting()
     gnss_std_m: float = gnss_setting(10.0)
     modalities: str = modalities_setting("csi,rsrp,gnss")
+    zeroed: str = zeroed_setting()
     los: str = los_setting()
     num_samples: int = setting(256, lambda v: v > 0, "must be > 0")
 

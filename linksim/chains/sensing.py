@@ -40,6 +40,15 @@ def modalities_setting(default: str):
                                             "comma-separated, no repeats")
 
 
+def zeroed_setting():
+    """The ``zeroed`` field of a sensing table: modalities handed to the blocks as zeros (a link
+    that lost them: the modality-dropout robustness test); in the hash only when set."""
+    from ..channel.modalities import MODALITIES, modalities_ok
+    return setting("", lambda v: v == "" or modalities_ok(v),
+                   f"must be empty or list modalities of {', '.join(MODALITIES)}, comma-separated",
+                   hash_if=lambda t: t.zeroed != "")
+
+
 def los_setting():
     """The ``los`` field of a sensing table: users' LOS states by the 3GPP probability or as
     ``[channel] los`` forces them."""
@@ -144,6 +153,8 @@ class SensingChain(Chain):
         t = self.table(sc)
         obs = observe(h[:, :self.history(sc)], info, t.snr_db, getattr(t, "gnss_std_m", 0.0), gen,
                       self.rsrp_beams)
+        for m in parse_modalities(t.zeroed) if t.zeroed else ():
+            obs[m] = torch.zeros_like(obs[m])
         return (obs | {k: info[k] for k in SYSTEM_INFO} | self.labels(h, info, sc)
                 | {"inputs": self.inputs(sc), "drops": h.shape[0]})
 

@@ -65,6 +65,7 @@ class Figure:
     paper: str = ""          # what the paper shows there (README)
     log_y: bool = False
     labels: tuple = ()       # (role, legend label) pairs that override the usual names
+    group: str = "paper"     # `--only GROUP` runs a group; no --only: the "paper" group
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class Table:
     rows: tuple[str, ...]
     columns: tuple[Column, ...]
     paper: str = ""
+    group: str = "paper"
 
 
 DATA = (
@@ -176,9 +178,87 @@ TABLES = (
 )
 
 
+# -- the universal agent (issue 19): seven tasks on scenarios/universal.toml ---------------------------
+#: per sensing task: its rows (universal, single-task LLM, small network, classical, limit) and columns
+UNI_TASKS = {
+    "los": (("kfactor",), (("accuracy", 3), ("f1", 3))),
+    "beam": (("last_beam", "beam_search"), (("top1_accuracy", 3), ("top3_accuracy", 3), ("gain_loss_db", 2))),
+    "pathloss": (("uma_formula", "rsrp_power"), (("rmse_db", 2),)),
+    "position": (("angle_power", "knn", "gnss_report"), (("pos_err_m", 1), ("pos_err_p90_m", 1))),
+}
+#: the mechanism ablations: the universal agent with one mechanism switched off
+UNI_ABLATION = ("@universal", "@uni_no_prefix", "@uni_no_encoders", "@uni_no_gate", "@uni_no_layers",
+                "@uni_no_uncertainty")
+#: the headline metric of each task in the ablation and dropout tables
+UNI_HEADLINE = (("prediction", "nmse_db", "CP NMSE [dB]", 2), ("precoding", "sum_rate", "PRE [bit/s/Hz]", 2),
+                ("detection", "ser", "DET SER", 4), ("los", "accuracy", "LOS acc.", 3),
+                ("beam", "top1_accuracy", "beam top-1", 3), ("pathloss", "rmse_db", "PL RMSE [dB]", 2),
+                ("position", "pos_err_m", "pos. err. [m]", 1))
+#: the operating point of each task in the universal data folders
+UNI_POINT = {"prediction": ("snr_db", 20.0), "precoding": ("tx_power_dbw", 0.0), "detection": ("snr_db", 10.0),
+             **{t: ("snr_db", 20.0) for t in UNI_TASKS}}
+#: modality-dropout folders: modality -> the zeroed values per sensing table (beam's CSI is its history)
+UNI_DROPPED = {m: {t: {"zeroed": "csi_history" if (m, t) == ("csi", "beam") else m} for t in UNI_TASKS}
+               for m in ("csi", "gnss", "rsrp")}
+
+
+def _point(task: str) -> str:
+    x_name, x = UNI_POINT[task]
+    return f"{x_name}={x:g}"
+
+
+def _uni_sweeps(blocks_of) -> tuple:
+    return tuple(Sweep(t, blocks_of(t), _point(t), seeds=True) for t, *_ in UNI_HEADLINE if blocks_of(t))
+
+
+#: the link tasks: the universal agent beside the multi-task agent and the classical reference
+UNI_LINK = {"prediction": ("@universal", "@llm_multi", "ar"), "precoding": ("@universal", "@llm_multi", "wmmse"),
+            "detection": ("@universal", "@llm_multi", "lmmse")}
+DATA += (
+    Data("universal", _uni_sweeps(lambda t: UNI_LINK.get(t) or ("@universal", f"@llm_{t}", f"@sensenet_{t}")
+                                  + UNI_TASKS[t][0]), scenario="universal"),
+    Data("universal_ablation", _uni_sweeps(lambda t: UNI_ABLATION), scenario="universal"),
+    *(Data(f"universal_no_{m}", _uni_sweeps(lambda t: ("@universal", "@uni_no_gate") if t in UNI_TASKS else ()),
+           changes=UNI_DROPPED[m], scenario="universal") for m in UNI_DROPPED),
+)
+
+
+def _col(task: str, metric: str, header: str, digits: int, data: str = "") -> Column:
+    return Column(header, task, metric, *UNI_POINT[task], digits=digits, data=data)
+
+
+TABLES += (
+    *(Table(f"universal_{t}", "universal", f"{t}: universal agent vs single-task agent, small network, classical",
+            ("@universal", f"@llm_{t}", f"@sensenet_{t}") + rows,
+            tuple(_col(t, m, m, d) for m, d in cols), group="universal")
+      for t, (rows, cols) in UNI_TASKS.items()),
+    Table("universal_link", "universal", "The link tasks: universal agent vs the multi-task agent (Zheng & Dai)",
+          ("@universal", "@llm_multi"),
+          tuple(_col(t, m, h, d) for t, m, h, d in UNI_HEADLINE[:3]), group="universal"),
+    Table("universal_ablation", "universal_ablation", "Universal agent: each mechanism switched off",
+          UNI_ABLATION, tuple(_col(t, m, h, d) for t, m, h, d in UNI_HEADLINE), group="universal",
+          paper="AI2MMUM: learned prefixes help; MMSense: the gate helps beam selection, multi-layer "
+                "attention helps regression, not classification"),
+    Table("universal_dropout", "universal_ablation", "Modality dropout: one modality zeroed at inference",
+          ("@universal", "@uni_no_gate"),
+          tuple(_col(t, m, f"{h}, all", d) for t, m, h, d in UNI_HEADLINE[3:])
+          + tuple(_col(t, m, f"{h}, no {drop}", d, data=f"universal_no_{drop}")
+                  for drop in UNI_DROPPED for t, m, h, d in UNI_HEADLINE[3:]), group="universal",
+          paper="MMSense: the gate re-weights the modalities that remain"),
+)
+
+
 def item_names() -> list[str]:
-    """Every name ``--only`` accepts."""
+    """Every item name ``--only`` accepts (besides the group names of :func:`groups`)."""
     return [f.name for f in FIGURES] + [t.name for t in TABLES]
+
+
+def groups() -> dict[str, list[str]]:
+    """Group name -> its items (``paper``: Zheng & Dai's figures and tables, what runs without ``--only``)."""
+    out: dict[str, list[str]] = {}
+    for item in (*FIGURES, *TABLES):
+        out.setdefault(item.group, []).append(item.name)
+    return out
 
 
 def data_of(name: str) -> set[str]:

@@ -15,23 +15,27 @@ from ..errors import LinksimError
 from ..results import ResultsStore, atomic_write
 from ..scenario import load_scenario
 from .budget import Budget, load_budget
-from .items import DATA, FIGURES, TABLES, Data, data_of, item_names
+from .items import DATA, FIGURES, TABLES, Data, data_of, groups, item_names
 
 if TYPE_CHECKING:
     from ..sweep import Backend
 
 
 def parse_only(text: str | None) -> list[str]:
-    """``--only fig7,table1`` -> the item names (all when empty); an unknown name is one line
-    listing the known ones."""
-    names = item_names()
+    """``--only fig7,table1`` -> the item names; a group name (``universal``) stands for its items;
+    empty: the ``paper`` group. An unknown name is one line listing the known ones."""
+    names, grouped = item_names(), groups()
     if not text:
-        return names
+        return grouped["paper"]
     chosen = [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in chosen if n not in names]
+    bad = [n for n in chosen if n not in names and n not in grouped]
     if bad or not chosen:
-        raise LinksimError(f"--only {text!r}: unknown item {bad[0] if bad else ''!r} (items: {', '.join(names)})")
-    return chosen
+        raise LinksimError(f"--only {text!r}: unknown item {bad[0] if bad else ''!r} (items: {', '.join(names)}; "
+                           f"groups: {', '.join(grouped)})")
+    out: list[str] = []
+    for n in chosen:
+        out += [i for i in grouped.get(n, [n]) if i not in out]
+    return out
 
 
 class Roles:

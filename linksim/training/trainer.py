@@ -85,7 +85,9 @@ def reference_metrics(task: str, batches: list[dict], sc) -> dict:
 
 def validate(model, task: str, batches: list[dict], reference: dict) -> dict:
     """The model's validation metrics with the classical reference beside them."""
+    model.diagnostics(task)                 # drop what earlier calls accumulated
     out = task_metrics(AgentBlock(model, task, "validation"), task, batches, ci=True) | reference
+    out |= {f"val_{k}": v for k, v in model.diagnostics(task).items()}
     model.train()
     out |= chain_class(task).summary(out)
     return {k: round(float(v), 6) for k, v in out.items()}

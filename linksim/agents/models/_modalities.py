@@ -19,7 +19,9 @@ batch) and mapped by an MLP to an embedding of ``width``; ``fusion`` combines th
 - ``"concat"``: a linear map of their concatenation;
 - ``"gate"``: MMSense's modality gate, :math:`\mathbf{z} = \sum_m g_m \mathbf{e}_m` with
   :math:`g = \operatorname{softmax}_m(\mathbf{v}^T \tanh(W \mathbf{e}_m))` per user (the weights of
-  the last call are kept in :attr:`ModalityEncoder.last_gate`, so a user sees which modality it trusts);
+  the last call are kept in :attr:`ModalityEncoder.last_gate`, per sample and user, and their means
+  in :meth:`ModalityEncoder.gate_means`: training logs them at each validation, so a user sees
+  which modality it trusts);
 - ``"attention"``: cross-modal attention, one Transformer encoder layer over the user's modality
   tokens (each with a learned type embedding), then their mean.
 
@@ -222,6 +224,7 @@ class ModalityEncoder(nn.Module):
                 nn.init.zeros_(a.bias)
         n = len(self.inputs)
         self.last_gate: torch.Tensor | None = None
+        self._gate_sum, self._gate_count = torch.zeros(n, dtype=torch.float64), 0
         if fusion == "concat":
             self.mix = nn.Linear(n * width, width)
         elif fusion == "gate":
@@ -231,6 +234,15 @@ class ModalityEncoder(nn.Module):
             self.types = nn.Parameter(0.02 * torch.randn(n, width))
             self.attend = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=0.0,
                                                      batch_first=True, norm_first=True)
+
+    def gate_means(self) -> dict[str, float]:
+        """``{"gate_<modality>": mean weight}`` over the users seen in inference since the last call (empty
+        without a gate or before any call); the sums start again."""
+        if self.fusion != "gate" or not self._gate_count:
+            return {}
+        out = {f"gate_{m}": float(v) / self._gate_count for m, v in zip(self.inputs, self._gate_sum)}
+        self._gate_sum, self._gate_count = torch.zeros_like(self._gate_sum), 0
+        return out
 
     def embed(self, obs: dict) -> torch.Tensor:
         """[b, K, n_modalities, width]: each modality's embedding."""
@@ -265,6 +277,10 @@ class ModalityEncoder(nn.Module):
         if self.fusion == "gate":
             g = torch.softmax(self.score(e).squeeze(-1), -1)                       # [b, K, n]
             self.last_gate = g.detach()
+            if not self.training:                     # inference: counted for gate_means
+                flat = self.last_gate.reshape(-1, g.shape[-1])
+                self._gate_sum = self._gate_sum + flat.sum(0).double().cpu()
+                self._gate_count += flat.shape[0]
             return (g[..., None] * e).sum(-2)
         b, k, n, w = e.shape
         t = self.attend((e + self.types).reshape(b * k, n, w))

@@ -90,6 +90,9 @@ class SenseNet(AgentModel):
     def reads(self, task: str) -> tuple[str, ...]:
         return self.inputs
 
+    def diagnostics(self, task: str) -> dict[str, float]:
+        return self.encoder.gate_means()
+
     def embed(self, obs: dict) -> torch.Tensor:
         return self.body(self.encoder(obs))
 

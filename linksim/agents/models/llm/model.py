@@ -271,6 +271,10 @@ class LLMAgent(AgentModel):
     def reads(self, task: str) -> tuple[str, ...]:
         return getattr(self.heads[task], "inputs", ()) if task in self.heads else ()
 
+    def diagnostics(self, task: str) -> dict[str, float]:
+        enc = getattr(self.heads[task], "encoder", None) if task in self.heads else None
+        return enc.gate_means() if enc is not None else {}
+
     def forward(self, task: str, *inputs):
         return self.task_forward(task, *inputs)
 
