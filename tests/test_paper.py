@@ -13,6 +13,8 @@ from linksim.paper import memory as paper_memory
 from linksim.paper.render import seed_verdict
 from linksim.results import read_rows
 
+PAPER_TABLES = [t for t in TABLES if t.group == "paper"]     # universal: tests/test_paper_universal.py
+
 SCENARIO = """name = "paper-tiny"
 [channel]
 model = "rayleigh"
@@ -159,7 +161,7 @@ def test_paper_end_to_end_resume_identical(root, monkeypatch, fixed_memory):
     for f in FIGURES:
         for ext in ("csv", "png", "pdf"):
             assert f"{f.name}.{ext}" in a, f"{f.name}.{ext} missing"
-    for t in TABLES:
+    for t in PAPER_TABLES:
         assert f"{t.name}.md" in a and f"{t.name}.csv" in a
     readme = (root / "out-a" / "README.md").read_text()
     assert all(f"{f.name}.png" in readme for f in FIGURES) and "table1" in readme
@@ -168,8 +170,8 @@ def test_paper_end_to_end_resume_identical(root, monkeypatch, fixed_memory):
 
 def test_table_cells_equal_csv_values(root, monkeypatch, fixed_memory):
     monkeypatch.chdir(root)
-    run_paper("tiny", "out-b", only=",".join(t.name for t in TABLES), progress=False)
-    for t in TABLES:
+    run_paper("tiny", "out-b", only=",".join(t.name for t in PAPER_TABLES), progress=False)
+    for t in PAPER_TABLES:
         index = {}
         for data in {t.data} | {c.data for c in t.columns if c.data}:
             for r in read_rows(root / "out-b" / data / "results.csv"):

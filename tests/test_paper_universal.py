@@ -148,3 +148,38 @@ def test_universal_tables_end_to_end(root, monkeypatch):
     line = next(ln for ln in md.splitlines() if "`sensenet_los`" in ln)
     assert re.search(rf"\| {acc['sensenet_los']:.3f} \|", line), line
     assert "±" in next(ln for ln in md.splitlines() if "`universal, universal-seed1`" in ln)
+    targets = (out / "targets.md").read_text()
+    assert all(f"best classical block on {t}" in targets for t in UNI_TASKS) and "learned prefixes help" in targets
+
+
+def _csv(path: Path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = "task,block,x_name,x,metric,value,ci_low,ci_high,n\n"
+    path.write_text(head + "".join(f"{t},{b},snr_db,{x},{m},{v},{v},{v},1\n" for t, b, x, m, v in rows))
+
+
+def test_universal_targets_from_hand_made_rows(tmp_path):
+    """The verdicts of the mechanism claims and the per-task targets, on rows written by hand."""
+    from linksim.paper.targets import _universal_targets
+    seeds = {"universal": ["u0", "u1"], "uni_no_gate": ["g0", "g1"], "uni_no_layers": ["l0", "l1"],
+             "llm_los": ["s0", "s1"]}
+    _csv(tmp_path / "universal" / "results.csv",
+         [("los", "u0", 20.0, "accuracy", 0.90), ("los", "u1", 20.0, "accuracy", 0.92),
+          ("los", "s0", 20.0, "accuracy", 0.95), ("los", "s1", 20.0, "accuracy", 0.97),
+          ("los", "kfactor", 20.0, "accuracy", 0.85)])
+    _csv(tmp_path / "universal_ablation" / "results.csv",
+         [("beam", "u0", 20.0, "top1_accuracy", 0.50), ("beam", "u1", 20.0, "top1_accuracy", 0.52),
+          ("beam", "g0", 20.0, "top1_accuracy", 0.40), ("beam", "g1", 20.0, "top1_accuracy", 0.42),
+          ("pathloss", "u0", 20.0, "rmse_db", 5.0), ("pathloss", "u1", 20.0, "rmse_db", 5.2),
+          ("pathloss", "l0", 20.0, "rmse_db", 5.1), ("pathloss", "l1", 20.0, "rmse_db", 5.3),
+          ("position", "u0", 20.0, "pos_err_m", 30.0), ("position", "u1", 20.0, "pos_err_m", 31.0),
+          ("position", "l0", 20.0, "pos_err_m", 40.0), ("position", "l1", 20.0, "pos_err_m", 41.0)])
+    got = {c.claim: c for c in _universal_targets(tmp_path, seeds)}
+    assert got["universal agent beats the best classical block on los (accuracy)"].met
+    single = got["universal agent within 5% of its single-task agent on los (accuracy)"]
+    assert not single.met and single.measured.startswith("+5.2%")          # (0.96 - 0.91) / 0.96
+    gate = got["the modality gate helps beam selection (MMSense): universal minus the ablation"]
+    assert gate.met and gate.measured.endswith("→ met")
+    layers = got["multi-layer attention helps regression (MMSense): universal minus the ablation"]
+    assert layers.met and "pathloss -0.1 (within spread)" in layers.measured and "(decided)" in layers.measured
+    assert not any("prefix" in c for c in got)                            # no uni_no_prefix rows: skipped

@@ -113,6 +113,75 @@ def _seed_values(rows: _Rows, blocks: list[str], metric: str, x: float) -> list[
     return [rows.v[(b, metric, x)] for b in blocks if (b, metric, x) in rows.v]
 
 
+#: headline metrics where lower is better (the others: higher is better)
+LOWER = ("nmse_db", "ser", "rmse_db", "pos_err_m", "pos_err_p90_m", "gain_loss_db")
+
+
+def _universal_targets(out: Path, seeds: dict[str, list[str]]) -> list[Check]:
+    """The universal study's targets (issue 19) on ``universal`` and ``universal_ablation``:
+    every sensing task beats its best classical block and stays within 5% of its single-task
+    agent; the papers' claims on the mechanisms, met / not met / not decidable at the seed spread."""
+    from .items import UNI_HEADLINE, UNI_POINT, UNI_TASKS
+    from .render import seed_verdict
+
+    def values(data: str):
+        path = out / data / "results.csv"
+        rows = read_rows(path) if path.is_file() else []
+        v = {(r["task"], r["block"], r["metric"]): float(r["value"]) for r in rows
+             if float(r["x"]) == UNI_POINT.get(r["task"], ("", math.nan))[1]}
+        return lambda task, blocks, metric: [v[(task, b, metric)] for b in blocks if (task, b, metric) in v]
+
+    uni, abl = values("universal"), values("universal_ablation")
+    found = []
+    for task, (classical, _) in UNI_TASKS.items():
+        metric = next(m for t, m, *_ in UNI_HEADLINE if t == task)
+        sign = 1 if metric in LOWER else -1                    # sign * (a - b) < 0: a is better
+        u = uni(task, seeds.get("universal", []), metric)
+        single = uni(task, seeds.get(f"llm_{task}", []), metric)
+        refs = {c: uni(task, [c], metric) for c in classical if uni(task, [c], metric)}
+        if u and refs:
+            best = min(refs, key=lambda c: sign * refs[c][0])
+            d = float(np.mean(u)) - refs[best][0]
+            found.append(Check(f"universal agent beats the best classical block on {task} ({metric})",
+                               f"{np.mean(u):.3f} vs {best} {refs[best][0]:.3f}", "better", sign * d < 0))
+        if u and single:
+            rel = sign * (float(np.mean(u)) - float(np.mean(single))) / abs(float(np.mean(single)))
+            found.append(Check(f"universal agent within 5% of its single-task agent on {task} ({metric})",
+                               f"{rel:+.1%} (worse when positive)", "≤ 5%", rel <= 0.05))
+
+    def verdict(role: str, cells) -> tuple[str, list[int]]:
+        """Per (task, metric): +1 the mechanism helps beyond the seed spread, -1 it hurts, 0 undecided."""
+        parts, signs = [], []
+        for task, metric in cells:
+            on, off = abl(task, seeds.get("universal", []), metric), abl(task, seeds.get(role, []), metric)
+            if not on or not off:
+                return "", []
+            d, _, v = seed_verdict(on, off)
+            helps = (d < 0) == (metric in LOWER)
+            signs.append(0 if v != "decided" else 1 if helps else -1)
+            parts.append(f"{task} {d:+.3g} ({v})")
+        return "; ".join(parts), signs
+
+    every = [(t, m) for t, m, *_ in UNI_HEADLINE]
+    for claim, role, cells, rule in (
+            ("learned prefixes help (AI2MMUM)", "uni_no_prefix", every, "any"),
+            ("the modality gate helps beam selection (MMSense)", "uni_no_gate", [("beam", "top1_accuracy")], "any"),
+            ("multi-layer attention helps regression (MMSense)", "uni_no_layers",
+             [("pathloss", "rmse_db"), ("position", "pos_err_m")], "any"),
+            ("multi-layer attention does not help classification (MMSense)", "uni_no_layers",
+             [("los", "accuracy"), ("beam", "top1_accuracy")], "none")):
+        text, signs = verdict(role, cells)
+        if not signs:
+            continue
+        if rule == "any":
+            state = "not met" if -1 in signs else "met" if 1 in signs else "not decidable"
+        else:
+            state = "not met" if 1 in signs else "met" if all(x == -1 for x in signs) else "not decidable"
+        found.append(Check(claim + ": universal minus the ablation", f"{text} → {state}",
+                           "met beyond the seed spread", state == "met"))
+    return found
+
+
 def checks(out: Path, roles) -> list[Check]:
     from .render import seed_verdict
 
@@ -139,6 +208,7 @@ def checks(out: Path, roles) -> list[Check]:
             out_checks.append(Check("multi-task SER within 0.5 dB of single-task (SNR gap, Fig 10)",
                                     f"worst gap {gap:+.2f} dB", "≤ 0.5 dB", gap <= 0.5))
     out_checks += _issue_targets(name, cp, pre, _Rows(out, "fig8"), det)
+    out_checks += _universal_targets(out, seeds)
 
     # Table I: LoftQ vs full precision vs plain 4-bit, over the training seeds
     ab = _Rows(out, "ablation")
