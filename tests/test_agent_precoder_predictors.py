@@ -294,3 +294,33 @@ def test_cnn_rate_stage_raises_sum_rate():
     r_wmmse = sum_rate(batch["h"], w_ref, batch["noise_var"]).mean().item()
     assert -losses[0] < r_wmmse
     assert -np.mean(losses[-5:]) > -losses[0] + 0.1 * (r_wmmse + losses[0])
+
+
+def test_label_stage_labels_each_draw_once_and_equal_wmmse_of_the_batch(monkeypatch):
+    """A single-K precoder's label batches carry WMMSE's (p, lambda) of their own h and power;
+    the labels of one set of samples are computed once (the steps sharing a draw reuse them), and
+    a new chain (a resumed run) labels the same samples the same way."""
+    from conftest import tiny
+    from linksim.agents.spec import TrainSpec
+    from linksim.chains import chain_class
+    from linksim.config import generator
+
+    sc = tiny(channel={"model": "rayleigh"})
+    chain = chain_class("precoding")(sc)
+    samples = torch.randn(40, 2, 8, dtype=torch.complex64)
+    calls = {"n": 0}
+    real = type(chain._wmmse()).__call__
+
+    def counting(self, *a, **k):
+        calls["n"] += 1
+        return real(self, *a, **k)
+    monkeypatch.setattr(type(chain._wmmse()), "__call__", counting)
+    a = chain.train_batch(samples, 16, generator(1), TrainSpec(), "labels")
+    b = chain.train_batch(samples, 16, generator(2), TrainSpec(), "labels")
+    assert calls["n"] == 1 and not torch.equal(a["h"], b["h"])
+    w = get("wmmse")(a["h"], a["p_tx"], a["noise_var"])
+    p, lam = wmmse_p_lambda(a["h"], w, a["noise_var"], a["p_tx"])
+    torch.testing.assert_close(a["p_ref"], p.float(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(a["lam_ref"], lam.float(), rtol=1e-4, atol=1e-6)
+    again = chain_class("precoding")(sc).train_batch(samples.clone(), 16, generator(1), TrainSpec(), "labels")
+    assert all(torch.equal(a[k], again[k]) for k in ("h", "p_tx", "p_ref", "lam_ref"))

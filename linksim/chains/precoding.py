@@ -1,6 +1,7 @@
 """Precoding chain: H at the centre subcarrier (or every subcarrier) -> precoder -> sum-rate."""
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -123,7 +124,17 @@ class PrecodingChain(Chain):
 
     def train_batch(self, samples, size, gen, train, stage, users=None):
         """Power uniform in ``train.tx_power_dbw`` per sample, the scenario's noise; with
-        ``users``, K uniform in the range per batch (a random subset of the pool's K_max)."""
+        ``users``, K uniform in the range per batch (a random subset of the pool's K_max).
+
+        In the label stage of a model of one K, the WMMSE labels are computed once per set of
+        samples (:meth:`_labelled`: a draw of fresh drops that ``train.drops_reuse`` steps share,
+        or the pool), each sample with its own power, and a step draws ``size`` labelled samples:
+        WMMSE (0.5 ms a sample) costs once per draw instead of once per step."""
+        if stage == "labels" and not users:
+            h, p_tx, p, lam = self._labelled(samples, train)
+            idx = torch.randint(0, len(h), (size,), generator=gen)
+            nv = torch.full((size,), 10 ** (self.scenario.precoding.noise_power_dbw / 10))
+            return precoding_batch(h[idx], p_tx[idx], nv) | {"stage": stage, "p_ref": p[idx], "lam_ref": lam[idx]}
         s = samples[torch.randint(0, len(samples), (size,), generator=gen)]
         if users:
             k = int(torch.randint(users[0], users[1] + 1, (1,), generator=gen))
@@ -136,6 +147,21 @@ class PrecodingChain(Chain):
                 p, lam = wmmse_p_lambda(s, self._wmmse()(s, p_tx, nv), nv, p_tx)
             out.update(p_ref=p.float(), lam_ref=lam.float())
         return out
+
+    def _labelled(self, samples, train):
+        """``(h, p_tx, p_ref, lam_ref)`` of every sample of ``samples``: a power per sample drawn
+        from a seed of their content (so a resumed run labels a draw as the first did), WMMSE's
+        structure parameters at it; kept while the same samples come back."""
+        cached = getattr(self, "_labels", None)
+        if cached is None or cached[0] is not samples:
+            digest = hashlib.sha256(samples[:, 0, 0].to(torch.complex64).cpu().numpy().tobytes()).hexdigest()
+            gen = generator(derive_seed(digest[:16], "labels"))
+            p_tx = 10 ** (uniform(train.tx_power_dbw, len(samples), gen) / 10)
+            nv = torch.full((len(samples),), 10 ** (self.scenario.precoding.noise_power_dbw / 10))
+            with torch.no_grad():
+                p, lam = wmmse_p_lambda(samples, self._wmmse()(samples, p_tx, nv), nv, p_tx)
+            self._labels = (samples, p_tx, p.float(), lam.float())
+        return (samples,) + self._labels[1:]
 
     def _wmmse(self):
         if not hasattr(self, "_wmmse_block"):
