@@ -16,6 +16,7 @@ import torch
 import linksim
 from linksim.agents import AgentBlock, build_model
 from linksim.chains import LoopBlock, chain_class
+from linksim.channel.modalities import MODALITIES
 from linksim.registry import ARCHS, BLOCKS, TASKS, trainable_tasks
 from linksim.training.data import TaskData
 from linksim.training.trainer import task_metrics
@@ -23,7 +24,8 @@ from linksim.training.trainer import task_metrics
 from conftest import tiny
 
 SC = tiny(detection={"max_samples": 8, "min_samples": 8}, prediction={"num_samples": 8},
-          precoding={"num_samples": 8}, **{t: {"num_samples": 8} for t in ("los", "beam", "pathloss", "position")})
+          precoding={"num_samples": 8}, **{t: {"num_samples": 8, "modalities": ",".join(MODALITIES)}
+             for t in ("los", "beam", "pathloss", "position")})
 
 
 def _blocks(task, sc):
@@ -39,7 +41,7 @@ def _blocks(task, sc):
     for arch, spec in ARCHS.items():
         if task in spec.tasks:
             dims = linksim.agents.Dims.from_scenario(sc, task)
-            out[f"agent-{arch}"] = AgentBlock(build_model(arch, dims, spec.tiny), task, arch)
+            out[f"agent-{arch}"] = AgentBlock(build_model(arch, dims, spec.tiny, tasks=(task,)), task, arch)
     return out
 
 
